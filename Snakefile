@@ -1,0 +1,41 @@
+# TLM: task-driven language modeling (Yao et al., ICML 2022) from a general corpus and a labelled task.
+# Stages: shard the corpus -> BM25 index per shard (global statistics) -> retrieve each task's
+# neighbours -> train a tokenizer -> stage 1 (MLM + task) -> stage 2 (task) -> evaluate -> summary.
+
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from tlm.config import ConfigError, validate_config
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate_config(
+        config,
+        source=", ".join(map(str, workflow.configfiles)) or "config",
+        schema_path=Path(workflow.basedir) / "config" / "schema.yaml",
+    )
+except ConfigError as e:
+    raise WorkflowError(str(e))
+
+
+include: "rules/common.smk"
+include: "rules/corpus.smk"
+include: "rules/index.smk"
+include: "rules/retrieve.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/summary.md",
+        "results/summary.csv",
+    default_target: True
+
+
+onsuccess:
+    if Path("results/summary.md").exists():
+        print(Path("results/summary.md").read_text())

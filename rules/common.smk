@@ -1,0 +1,60 @@
+# Wiring only: config access, input functions and path helpers for the rules.
+
+import glob
+from pathlib import Path
+
+from tlm.config import run_settings
+
+
+TASKS = list(config["tasks"])
+RUNS = list(config["runs"])
+
+
+wildcard_constraints:
+    task="[^/]+",
+    run="[^/]+",
+    shard=r"\d{5}",
+
+
+def corpus_files():
+    files = []
+    for pattern in config["corpus"]["paths"]:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        missing = [m for m in matches if not Path(m).exists()]
+        if not matches or missing:
+            raise WorkflowError(
+                f"corpus.paths: {pattern!r} matches no file. Fix: point `corpus.paths` at your corpus "
+                "(relative paths start at the working directory)."
+            )
+        files += matches
+    return files
+
+
+def shards(wildcards=None):
+    """Shard ids, known once the shard_corpus checkpoint has run."""
+    corpus = checkpoints.shard_corpus.get().output[0]
+    return sorted(p.name[len("shard-") : -len(".parquet")] for p in Path(corpus).glob("shard-*.parquet"))
+
+
+def analyzer_params():
+    return {key: config["bm25"][key] for key in ("lowercase", "stopwords", "stemmer")}
+
+
+def task_cfg(wildcards):
+    return config["tasks"][wildcards.task]
+
+
+def task_split(split):
+    return f"results/tasks/{{task}}/{split}.parquet"
+
+
+def external_data(wildcards):
+    """The external data S of a run: BM25 neighbours, the same number of random documents, or none."""
+    kind = config["runs"][wildcards.run]["external"]
+    return {"bm25": [f"results/retrieval/{wildcards.task}/external.parquet"],
+            "random": [f"results/retrieval/{wildcards.task}/random.parquet"],
+            "none": []}[kind]
+
+
+def settings(wildcards):
+    return run_settings(config, wildcards.run)

@@ -1,0 +1,30 @@
+# Evaluation on the test split, with the cost of each run beside its quality, and the summary table.
+
+
+rule evaluate:
+    input:
+        stage1="results/models/{task}/{run}/stage1",
+        stage2="results/models/{task}/{run}/stage2",
+        task=multiext("results/tasks/{task}/", "test.parquet", "labels.json"),
+        external=external_data,
+    output:
+        "results/metrics/{task}/{run}.json",
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["gpu"],
+    log:
+        "logs/evaluate/{task}/{run}.log",
+    script:
+        "../workflow/scripts/evaluate.py"
+
+
+rule summarize:
+    input:
+        expand("results/metrics/{task}/{run}.json", task=TASKS, run=RUNS),
+    output:
+        md="results/summary.md",
+        csv="results/summary.csv",
+    log:
+        "logs/summarize.log",
+    script:
+        "../workflow/scripts/summarize.py"

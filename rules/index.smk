@@ -1,0 +1,45 @@
+# BM25 index per shard, scored with corpus-wide statistics so that sharded search is exact.
+
+
+rule count_terms:
+    input:
+        "results/corpus",
+    output:
+        directory("results/index/counts/shard-{shard}"),
+    params:
+        shard="results/corpus/shard-{shard}.parquet",
+        analyzer=analyzer_params(),
+    log:
+        "logs/count_terms/{shard}.log",
+    resources:
+        mem_mb=4000,
+    script:
+        "../workflow/scripts/count_terms.py"
+
+
+rule corpus_stats:
+    input:
+        lambda wc: expand("results/index/counts/shard-{shard}", shard=shards()),
+    output:
+        directory("results/index/stats"),
+    log:
+        "logs/corpus_stats.log",
+    script:
+        "../workflow/scripts/corpus_stats.py"
+
+
+rule build_index:
+    input:
+        counts="results/index/counts/shard-{shard}",
+        stats="results/index/stats",
+    output:
+        directory("results/index/shard-{shard}"),
+    params:
+        k1=config["bm25"]["k1"],
+        b=config["bm25"]["b"],
+    log:
+        "logs/build_index/{shard}.log",
+    resources:
+        mem_mb=4000,
+    script:
+        "../workflow/scripts/build_index.py"

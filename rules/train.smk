@@ -1,0 +1,57 @@
+# Training: a task-driven WordPiece vocabulary, stage 1 (MLM on S and T + task loss), stage 2 (task only).
+
+
+rule train_tokenizer:
+    input:
+        train=task_split("train"),
+        external="results/retrieval/{task}/external.parquet" if config["tokenizer"]["path"] is None else [],
+        local=config["tokenizer"]["path"] or [],
+    output:
+        directory("results/models/{task}/tokenizer"),
+    params:
+        tokenizer=config["tokenizer"],
+    log:
+        "logs/train_tokenizer/{task}.log",
+    script:
+        "../workflow/scripts/train_tokenizer.py"
+
+
+rule train_stage1:
+    input:
+        tokenizer="results/models/{task}/tokenizer",
+        task=multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "labels.json"),
+        external=external_data,
+    output:
+        directory("results/models/{task}/{run}/stage1"),
+    params:
+        settings=lambda wc: {k: v for k, v in settings(wc).items() if k != "stage2"},
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["gpu"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    log:
+        log="logs/train_stage1/{task}/{run}.log",
+        csv="logs/train_stage1/{task}/{run}.csv",
+    script:
+        "../workflow/scripts/train_stage1.py"
+
+
+rule train_stage2:
+    input:
+        stage1="results/models/{task}/{run}/stage1",
+        task=multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "labels.json"),
+    output:
+        directory("results/models/{task}/{run}/stage2"),
+    params:
+        settings=lambda wc: {k: v for k, v in settings(wc).items() if k in ("model", "stage2", "seed")},
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["gpu"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    log:
+        log="logs/train_stage2/{task}/{run}.log",
+        csv="logs/train_stage2/{task}/{run}.csv",
+    script:
+        "../workflow/scripts/train_stage2.py"

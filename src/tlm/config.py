@@ -1,0 +1,72 @@
+"""Config validation (config/schema.yaml) with messages a user can act on, and per-run settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def _with_defaults(cls):
+    """A validator that also fills in each property's `default` (as Snakemake's validate does)."""
+    check_properties = cls.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return validators.extend(cls, {"properties": properties})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _describe(error) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "type":
+        return f"`{where}` must be of type {error.validator_value}, got {error.instance!r} ({type(error.instance).__name__})"
+    if error.validator == "additionalProperties":
+        return f"`{where}`: {error.message} (a typo? the allowed keys are in config/schema.yaml)"
+    if error.validator == "required":
+        return f"`{where}`: {error.message}"
+    if error.validator == "enum":
+        return f"`{where}` must be one of {error.validator_value}, got {error.instance!r}"
+    return f"`{where}`: {error.message}"
+
+
+def validate_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [_describe(e) for e in errors]
+    if problems:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  - " + "\n  - ".join(problems)
+            + "\nFix: edit the file (every key, its type and default are documented in config/schema.yaml)."
+        )
+    return config
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def run_settings(config: dict, run: str) -> dict:
+    """Everything one run's training depends on: the global model/stage settings with the run's overrides."""
+    spec = config["runs"][run]
+    base = {"model": config["model"], "stage1": config["stage1"], "stage2": config["stage2"], "seed": config["seed"]}
+    return deep_merge(base, {k: v for k, v in spec.items() if k != "external"}) | {"external": spec["external"]}

@@ -1,0 +1,80 @@
+"""Test-set quality of a trained run next to what it cost, and the summary table of all runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tlm.data import Batches
+from tlm.io import atomic_path, read_json
+from tlm.metrics import classification_metrics, paper_flops
+from tlm.model import TLMModel, count_parameters
+from tlm.train import encode, load_tokenizer, pick_device, predict
+
+
+def evaluate_run(stage1_dir, stage2_dir, task_dir, external_paths: list) -> dict:
+    stage2_dir = Path(stage2_dir)
+    device = pick_device()
+    tokenizer = load_tokenizer(stage2_dir)
+    model = TLMModel.from_pretrained(stage2_dir).to(device)
+    labels = read_json(Path(task_dir) / "labels.json")["labels"]
+    test = pd.read_parquet(Path(task_dir) / "test.parquet")
+    y_true = test["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    max_len = model.config.max_position_embeddings
+    batches = Batches(encode(tokenizer, test["text"], max_len), None, 256, tokenizer.pad_token_id, 0, shuffle=False)
+    scores = classification_metrics(y_true, predict(model, batches, device), len(labels))
+
+    stages = {name: read_json(Path(d) / "train_result.json") for name, d in (("stage1", stage1_dir), ("stage2", stage2_dir))}
+    params = count_parameters(model)
+    tokens = sum(s["tokens"] for s in stages.values())
+    external = pd.concat([pd.read_parquet(p, columns=["text"]) for p in external_paths]) if external_paths else pd.DataFrame({"text": []})
+    return {
+        **{f"test_{k}": v for k, v in scores.items()},
+        "dev_macro_f1": stages["stage2"]["dev"].get("macro_f1"),
+        "parameters": params["total"],
+        "train_flops": sum(s["flops"] for s in stages.values()),
+        "train_flops_6nd": paper_flops(params["total"], tokens),
+        "train_tokens": tokens,
+        "train_seconds": sum(s["seconds"] for s in stages.values()),
+        "stage1_steps": stages["stage1"]["steps"],
+        "stage1_external_steps": stages["stage1"]["external_steps"],
+        "stage2_steps": stages["stage2"]["steps"],
+        "stage2_best_step": stages["stage2"]["best_step"],
+        "external_docs": len(external),
+        "external_bytes": int(external["text"].str.encode("utf-8").str.len().sum()),
+        "device": stages["stage1"]["device"],
+        "test_examples": len(test),
+    }
+
+
+SUMMARY_COLUMNS = {
+    "task": "task", "run": "run", "test_accuracy": "accuracy", "test_macro_f1": "macro-F1", "test_micro_f1": "micro-F1",
+    "dev_macro_f1": "dev macro-F1", "train_flops": "train FLOPs", "train_tokens": "tokens", "external_docs": "|S| docs",
+    "external_bytes": "|S| bytes", "train_seconds": "train s", "device": "device",
+}
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
+    rows = []
+    for path in metric_paths:
+        path = Path(path)
+        rows.append({"task": path.parent.name, "run": path.stem, **read_json(path)})
+    table = pd.DataFrame(rows)[list(SUMMARY_COLUMNS)]
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    shown = table.rename(columns=SUMMARY_COLUMNS)
+    for col in ("accuracy", "macro-F1", "micro-F1", "dev macro-F1"):
+        shown[col] = (100 * shown[col]).map("{:.2f}".format)
+    shown["train FLOPs"] = shown["train FLOPs"].map("{:.2e}".format)
+    shown["train s"] = shown["train s"].map("{:.0f}".format)
+    text = "# TLM results (test split; F1 and accuracy in %)\n\n" + markdown_table(shown)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(text)
+    return table

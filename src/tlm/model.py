@@ -1,0 +1,86 @@
+"""The TLM model: a BERT encoder trained from scratch, with an MLM head and a task head on [CLS].
+
+Both heads share the encoder; stage 1 uses both losses, stage 2 only the task head (reset, as in
+the reference code). The MLM head runs only on masked positions: the vocabulary projection is
+the largest matmul of a small model, and unmasked positions have no loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertModel, BertPreTrainedModel
+from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+
+# Encoder sizes. `tiny` is for the CPU demo and tests; `small` is BERT-small (Turc et al.);
+# `base` (BERT-base, 109M with a 30k vocabulary) is what the paper calls its small and medium
+# scale, `large` (BERT-large) its large scale.
+PRESETS = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
+}
+
+
+def make_config(preset: str, vocab_size: int, num_labels: int, max_seq_length: int, pad_token_id: int, dropout: float = 0.1) -> BertConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return BertConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=max(max_seq_length, 16),
+        num_labels=num_labels,
+        pad_token_id=pad_token_id,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        **PRESETS[preset],
+    )
+
+
+class TLMModel(BertPreTrainedModel):
+    _tied_weights_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        h = config.hidden_size
+        # Linear-GELU-Linear on [CLS], as the paper's classification head.
+        self.classifier = nn.Sequential(
+            nn.Dropout(config.hidden_dropout_prob), nn.Linear(h, h), nn.GELU(),
+            nn.Dropout(config.hidden_dropout_prob), nn.Linear(h, config.num_labels),
+        )
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def reset_classifier(self) -> None:
+        for module in self.classifier.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def forward(self, input_ids, attention_mask, mlm_labels=None, labels=None):
+        """Returns (mlm_loss or None, task_loss or None, task logits)."""
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = self.classifier(hidden[:, 0])
+        mlm_loss = task_loss = None
+        if mlm_labels is not None:
+            picked = mlm_labels != -100
+            if picked.any():
+                mlm_logits = self.cls(hidden[picked])
+                mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels[picked])
+            else:
+                mlm_loss = hidden.sum() * 0.0
+        if labels is not None:
+            task_loss = F.cross_entropy(logits.float(), labels)
+        return mlm_loss, task_loss, logits
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """All parameters (shared ones once) and the non-embedding ones (the 6N of the FLOPs rule)."""
+    params = {id(p): (n, p.numel()) for n, p in model.named_parameters()}
+    total = sum(n for _, n in params.values())
+    embed = sum(n for name, n in params.values() if ".embeddings." in f".{name}")
+    return {"total": total, "non_embedding": total - embed}

@@ -1,0 +1,39 @@
+import pytest
+import yaml
+
+from tlm.config import ConfigError, run_settings, validate_config
+from conftest import ROOT
+
+
+def demo():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_demo_config_is_valid_and_defaults_are_filled():
+    cfg = validate_config(demo())
+    assert cfg["corpus"]["min_chars"] == 1
+    assert cfg["tasks"]["debian_sections"]["text_column"] == "text"
+    assert cfg["stage1"]["mlm_probability"] == 0.15
+    assert cfg["tokenizer"]["path"] is None
+
+
+def test_wrong_types_and_unknown_keys_are_named():
+    cfg = demo()
+    cfg["stage1"]["learning_rate"] = "fast"
+    cfg["tasks"]["debian_sections"]["top_k"] = 0
+    cfg["modle"] = {}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    msg = str(err.value)
+    assert msg.startswith("my.yaml: invalid configuration")
+    assert "`stage1.learning_rate` must be of type number, got 'fast' (str)" in msg
+    assert "tasks.debian_sections.top_k" in msg and "'modle'" in msg and "Fix:" in msg
+
+
+def test_run_settings_apply_overrides():
+    cfg = validate_config(demo())
+    cfg["runs"]["big_rho"] = {"external": "bm25", "stage1": {"rho1": 9}, "seed": 3}
+    s = run_settings(cfg, "big_rho")
+    assert s["stage1"]["rho1"] == 9 and s["stage1"]["rho2"] == cfg["stage1"]["rho2"]
+    assert s["seed"] == 3 and s["external"] == "bm25"
+    assert run_settings(cfg, "tlm")["stage1"]["rho1"] == cfg["stage1"]["rho1"]

@@ -1,0 +1,85 @@
+"""Task loading and validation, batching, and BERT's MLM masking proportions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tlm.data import Batches, load_task, mask_tokens
+from tlm.io import TLMInputError
+
+
+def write_task(tmp_path, train, dev=None, test=None, fmt="parquet"):
+    paths = {}
+    for split, df in (("train", train), ("dev", dev if dev is not None else train), ("test", test if test is not None else train)):
+        path = tmp_path / f"{split}.{fmt}"
+        df.to_parquet(path) if fmt == "parquet" else df.to_csv(path, index=False)
+        paths[split] = str(path)
+    return paths
+
+
+GOOD = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", "y", "x"]})
+
+
+def test_load_task_normalises_and_returns_labels(tmp_path):
+    splits, labels = load_task(write_task(tmp_path, GOOD, fmt="csv"))
+    assert labels == ["x", "y"]
+    assert list(splits["test"].columns) == ["text", "label"]
+
+
+def test_custom_column_names(tmp_path):
+    df = GOOD.rename(columns={"text": "sentence", "label": "category"})
+    splits, _ = load_task(write_task(tmp_path, df), text_column="sentence", label_column="category")
+    assert splits["train"]["text"].tolist() == ["a b", "c d", "e f"]
+
+
+@pytest.mark.parametrize(
+    "train, test, message",
+    [
+        (GOOD.drop(columns="label"), None, r"missing column\(s\) \['label'\]"),
+        (GOOD.iloc[:0], None, "no rows with text"),
+        (GOOD, pd.DataFrame({"text": ["q"], "label": ["zzz"]}), r"labels not seen in train: \['zzz'\]"),
+        (GOOD.assign(label="x"), None, "only 1 distinct label"),
+    ],
+)
+def test_bad_task_data_errors_name_file_and_fix(tmp_path, train, test, message):
+    with pytest.raises(TLMInputError, match=message) as err:
+        load_task(write_task(tmp_path, train, test=test))
+    assert str(tmp_path) in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TLMInputError, match="file not found"):
+        load_task({"train": str(tmp_path / "nope.parquet"), "dev": "", "test": ""})
+
+
+def test_batches_pad_dynamically_and_cover_every_example():
+    ids = [[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]]
+    b = Batches(ids, np.array([0, 1, 0]), batch_size=2, pad_id=0, seed=0)
+    batches = list(b.epoch())
+    assert sum(len(x["input_ids"]) for x in batches) == 3
+    for x in batches:
+        assert x["input_ids"].shape[1] == max(int(m.sum()) for m in x["attention_mask"])
+    ordered = list(Batches(ids, None, 3, 0, 0, shuffle=False).epoch())[0]
+    assert ordered["input_ids"].tolist() == [[1, 5, 2, 0, 0], [1, 6, 7, 8, 2], [1, 2, 0, 0, 0]]
+
+
+def test_mask_tokens_proportions():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (400, 250), generator=gen)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = True
+    masked, labels = mask_tokens(ids, special, mask_token_id=3, vocab_size=1000, generator=gen)
+    picked = labels != -100
+    assert not picked[:, 0].any(), "special tokens are never picked"
+    assert abs(picked.float().mean().item() / (249 / 250) - 0.15) < 0.005
+    assert torch.equal(labels[picked], ids[picked])
+    n = picked.sum().item()
+    to_mask = (masked == 3) & picked
+    unchanged = (masked == ids) & picked
+    changed = picked & ~to_mask & ~unchanged
+    assert abs(to_mask.sum().item() / n - 0.8) < 0.01
+    # a random replacement can draw the original token (p = 1/vocab): "unchanged" is ~10% + that
+    assert abs(unchanged.sum().item() / n - 0.1) < 0.01
+    assert abs(changed.sum().item() / n - 0.1) < 0.01
+    assert torch.equal(masked[~picked], ids[~picked])

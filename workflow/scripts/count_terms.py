@@ -1,0 +1,9 @@
+from tlm.bm25 import Analyzer, count_terms
+from tlm.smk import run
+
+
+def main(smk):
+    count_terms(smk.params.shard, Analyzer(**smk.params.analyzer), smk.output[0])
+
+
+run(main, snakemake)  # noqa: F821

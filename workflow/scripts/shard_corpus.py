@@ -1,0 +1,10 @@
+from tlm.corpus import shard_corpus
+from tlm.smk import run
+
+
+def main(smk):
+    p = smk.params
+    shard_corpus(list(smk.input), smk.output[0], p.shard_size, p.text_field, p.dedup, p.min_chars)
+
+
+run(main, snakemake)  # noqa: F821
