@@ -2,9 +2,18 @@
 # Stages: shard the corpus -> BM25 index per shard (global statistics) -> retrieve each task's
 # neighbours -> train a tokenizer -> stage 1 (MLM + task) -> stage 2 (task) -> evaluate -> summary.
 
+import os
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+
+# The library lives in src/tlm: importable here and, through PYTHONPATH, in every job's script
+# (also inside the conda environments of envs/, which do not install it).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+
 from tlm.config import ConfigError, validate_config
 
 

@@ -15,6 +15,8 @@ checkpoint shard_corpus:
         "logs/shard_corpus.log",
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/shard_corpus.py"
 
@@ -34,5 +36,7 @@ rule prepare_task:
         label_column=lambda wc: task_cfg(wc)["label_column"],
     log:
         "logs/prepare_task/{task}.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/prepare_task.py"

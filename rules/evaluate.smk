@@ -14,6 +14,8 @@ rule evaluate:
         gpu=config["resources"]["gpu"],
     log:
         "logs/evaluate/{task}/{run}.log",
+    conda:
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -26,5 +28,7 @@ rule summarize:
         csv="results/summary.csv",
     log:
         "logs/summarize.log",
+    conda:
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/summarize.py"

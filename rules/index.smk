@@ -13,6 +13,8 @@ rule count_terms:
         "logs/count_terms/{shard}.log",
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/count_terms.py"
 
@@ -24,6 +26,8 @@ rule corpus_stats:
         directory("results/index/stats"),
     log:
         "logs/corpus_stats.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/corpus_stats.py"
 
@@ -41,5 +45,7 @@ rule build_index:
         "logs/build_index/{shard}.log",
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/build_index.py"

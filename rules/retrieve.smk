@@ -11,6 +11,8 @@ rule make_queries:
         num_keywords=lambda wc: task_cfg(wc)["num_keywords"],
     log:
         "logs/make_queries/{task}.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/make_queries.py"
 
@@ -27,6 +29,8 @@ rule retrieve:
     threads: config["resources"]["index_threads"]
     log:
         "logs/retrieve/{task}-{shard}.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/retrieve.py"
 
@@ -40,6 +44,8 @@ rule merge_topk:
         top_k=lambda wc: task_cfg(wc)["top_k"],
     log:
         "logs/merge_topk/{task}.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/merge_topk.py"
 
@@ -52,6 +58,8 @@ rule select_external:
         "results/retrieval/{task}/external.parquet",
     log:
         "logs/select_external/{task}.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/select_external.py"
 
@@ -66,5 +74,7 @@ rule select_random:
         seed=config["seed"],
     log:
         "logs/select_random/{task}.log",
+    conda:
+        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/select_random.py"

@@ -12,6 +12,8 @@ rule train_tokenizer:
         tokenizer=config["tokenizer"],
     log:
         "logs/train_tokenizer/{task}.log",
+    conda:
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/train_tokenizer.py"
 
@@ -33,6 +35,8 @@ rule train_stage1:
     log:
         log="logs/train_stage1/{task}/{run}.log",
         csv="logs/train_stage1/{task}/{run}.csv",
+    conda:
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/train_stage1.py"
 
@@ -53,5 +57,7 @@ rule train_stage2:
     log:
         log="logs/train_stage2/{task}/{run}.log",
         csv="logs/train_stage2/{task}/{run}.csv",
+    conda:
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/train_stage2.py"

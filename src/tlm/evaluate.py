@@ -10,6 +10,7 @@ from tlm.data import Batches
 from tlm.io import atomic_path, read_json
 from tlm.metrics import classification_metrics, paper_flops
 from tlm.model import TLMModel, count_parameters
+from tlm.select import external_size
 from tlm.train import encode, load_tokenizer, pick_device, predict
 
 
@@ -28,7 +29,7 @@ def evaluate_run(stage1_dir, stage2_dir, task_dir, external_paths: list) -> dict
     stages = {name: read_json(Path(d) / "train_result.json") for name, d in (("stage1", stage1_dir), ("stage2", stage2_dir))}
     params = count_parameters(model)
     tokens = sum(s["tokens"] for s in stages.values())
-    external = pd.concat([pd.read_parquet(p, columns=["text"]) for p in external_paths]) if external_paths else pd.DataFrame({"text": []})
+    external_docs, external_bytes = external_size(external_paths)
     return {
         **{f"test_{k}": v for k, v in scores.items()},
         "dev_macro_f1": stages["stage2"]["dev"].get("macro_f1"),
@@ -41,8 +42,8 @@ def evaluate_run(stage1_dir, stage2_dir, task_dir, external_paths: list) -> dict
         "stage1_external_steps": stages["stage1"]["external_steps"],
         "stage2_steps": stages["stage2"]["steps"],
         "stage2_best_step": stages["stage2"]["best_step"],
-        "external_docs": len(external),
-        "external_bytes": int(external["text"].str.encode("utf-8").str.len().sum()),
+        "external_docs": external_docs,
+        "external_bytes": external_bytes,
         "device": stages["stage1"]["device"],
         "test_examples": len(test),
     }
@@ -50,8 +51,8 @@ def evaluate_run(stage1_dir, stage2_dir, task_dir, external_paths: list) -> dict
 
 SUMMARY_COLUMNS = {
     "task": "task", "run": "run", "test_accuracy": "accuracy", "test_macro_f1": "macro-F1", "test_micro_f1": "micro-F1",
-    "dev_macro_f1": "dev macro-F1", "train_flops": "train FLOPs", "train_tokens": "tokens", "external_docs": "|S| docs",
-    "external_bytes": "|S| bytes", "train_seconds": "train s", "device": "device",
+    "dev_macro_f1": "dev macro-F1", "train_flops": "train FLOPs", "train_tokens": "tokens", "external_docs": "S docs",
+    "external_bytes": "S bytes", "train_seconds": "train s", "device": "device",
 }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tlm.corpus import read_docs, shard_paths
 from tlm.io import read_json, write_parquet
@@ -38,3 +40,13 @@ def select_random(num_docs: int, corpus_dir, out_path, seed: int) -> pd.DataFram
     docs = _fetch(corpus_dir, pd.Series(0, index=np.sort(ids)))
     write_parquet(docs, out_path, EXTERNAL_SCHEMA)
     return docs
+
+
+def external_size(paths) -> tuple[int, int]:
+    """|S| of the external data files: documents and UTF-8 bytes of text."""
+    docs = nbytes = 0
+    for path in paths:
+        text = pq.read_table(path, columns=["text"]).column("text")
+        docs += len(text)
+        nbytes += pc.sum(pc.binary_length(text)).as_py() or 0
+    return docs, nbytes

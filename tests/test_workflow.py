@@ -1,0 +1,157 @@
+"""The whole workflow on a tiny config in a temporary directory: artefacts, reruns, clear errors."""
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import DEMO, ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
+
+
+def tiny_config(tmp):
+    """A few thousand real documents in two formats and 15 labels x (8, 3, 3) task examples."""
+    corpus = pd.read_parquet(sorted((DEMO / "corpus").glob("*.parquet"))[0], columns=["text"]).head(2500)
+    (tmp / "corpus").mkdir()
+    corpus.head(2000).to_parquet(tmp / "corpus" / "a.parquet")
+    with gzip.open(tmp / "corpus" / "b.jsonl.gz", "wt") as f:
+        for text in corpus.text.iloc[2000:]:
+            f.write(json.dumps({"text": text}) + "\n")
+    (tmp / "task").mkdir()
+    for split, n in (("train", 8), ("dev", 3), ("test", 3)):
+        pd.read_parquet(DEMO / "task" / f"{split}.parquet").groupby("label").head(n).to_parquet(tmp / "task" / f"{split}.parquet")
+    config = {
+        "corpus": {"paths": ["corpus/*.parquet", "corpus/b.jsonl.gz"], "shard_size": 900},
+        "bm25": {"stemmer": "english"},
+        "tasks": {"demo": {**{s: f"task/{s}.parquet" for s in ("train", "dev", "test")}, "query_mode": "keywords", "top_k": 5}},
+        "tokenizer": {"vocab_size": 500},
+        "model": {"preset": "tiny", "max_seq_length": 48},
+        "stage1": {"max_steps": 8, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "rho1": 1, "rho2": 5},
+        "stage2": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1, "eval_steps": 2},
+    }
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def smk(tmp, *args, check=True):
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp), "--configfile", str(tmp / "config.yaml"), *args],
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
+    return proc
+
+
+def planned_rules(tmp) -> set[str]:
+    out = smk(tmp, "-n").stdout
+    return set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", out, flags=re.M)) - {"all"}
+
+
+SCHEMAS = {
+    "corpus/shard-00000.parquet": {"doc_id": "int64", "text": "string"},
+    "tasks/demo/test.parquet": {"text": "string", "label": "string"},
+    "retrieval/demo/queries.parquet": {"query_id": "int64", "text": "string"},
+    "retrieval/demo/hits-00000.parquet": {"query_id": "int64", "doc_id": "int64", "score": "float", "rank": "int32"},
+    "retrieval/demo/topk.parquet": {"query_id": "int64", "doc_id": "int64", "score": "float", "rank": "int32"},
+    "retrieval/demo/external.parquet": {"doc_id": "int64", "text": "string", "best_rank": "int32"},
+    "retrieval/demo/random.parquet": {"doc_id": "int64", "text": "string", "best_rank": "int32"},
+}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wf")
+    tiny_config(tmp)
+    smk(tmp)
+    return tmp
+
+
+def test_every_artefact_exists_with_its_schema(done):
+    res = done / "results"
+    for rel, columns in SCHEMAS.items():
+        schema = pq.read_schema(res / rel)
+        assert {f.name: str(f.type) for f in schema} == columns, rel
+    assert len(list((res / "corpus").glob("shard-*.parquet"))) == 3
+    assert len(list((res / "retrieval" / "demo").glob("hits-*.parquet"))) == 3
+    topk = pd.read_parquet(res / "retrieval/demo/topk.parquet")
+    assert topk.groupby("query_id").size().max() <= 5
+    external = pd.read_parquet(res / "retrieval/demo/external.parquet")
+    assert set(external.doc_id) == set(topk.doc_id)
+    assert len(pd.read_parquet(res / "retrieval/demo/random.parquet")) == len(external)
+    for run in ("tlm", "task_only", "random"):
+        for stage in ("stage1", "stage2"):
+            ckpt = res / "models/demo" / run / stage
+            assert (ckpt / "config.json").exists() and (ckpt / "model.safetensors").exists()
+            assert (ckpt / "train_log.csv").exists()
+        metrics = json.loads((res / "metrics/demo" / f"{run}.json").read_text())
+        assert 0 <= metrics["test_macro_f1"] <= 1 and metrics["train_flops"] > 0
+        assert (metrics["external_docs"] == 0) == (run == "task_only")
+    summary = pd.read_csv(res / "summary.csv")
+    assert summary.run.tolist() == ["tlm", "task_only", "random"]
+    assert "macro-F1" in (res / "summary.md").read_text()
+    assert (done / "logs" / "train_stage1" / "demo" / "tlm.log").stat().st_size > 0
+
+
+def test_second_run_has_nothing_to_do(done):
+    assert "Nothing to be done" in smk(done, "-n").stdout
+
+
+def test_changing_a_setting_reruns_only_what_depends_on_it(done):
+    original = (done / "config.yaml").read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        cfg["stage2"]["learning_rate"] = 5e-4
+        (done / "config.yaml").write_text(yaml.safe_dump(cfg))
+        assert planned_rules(done) == {"train_stage2", "evaluate", "summarize"}
+
+        cfg = yaml.safe_load(original)
+        cfg["stage1"]["learning_rate"] = 5e-4
+        (done / "config.yaml").write_text(yaml.safe_dump(cfg))
+        assert planned_rules(done) == {"train_stage1", "train_stage2", "evaluate", "summarize"}
+
+        cfg = yaml.safe_load(original)
+        cfg["tasks"]["demo"]["top_k"] = 3
+        (done / "config.yaml").write_text(yaml.safe_dump(cfg))
+        assert planned_rules(done) == {
+            "retrieve", "merge_topk", "select_external", "select_random", "train_tokenizer",
+            "train_stage1", "train_stage2", "evaluate", "summarize",
+        }
+    finally:
+        (done / "config.yaml").write_text(original)
+
+
+def test_wrong_config_type_is_reported_with_file_and_key(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg["stage1"]["max_steps"] = "many"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert "config.yaml: invalid configuration" in proc.stderr
+    assert "`stage1.max_steps` must be of type integer, got 'many' (str)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_test_label_fails_with_a_clear_message(tmp_path):
+    tiny_config(tmp_path)
+    test = pd.read_parquet(tmp_path / "task" / "test.parquet")
+    test.loc[0, "label"] = "no-such-section"
+    test.to_parquet(tmp_path / "task" / "test.parquet")
+    proc = smk(tmp_path, "results/tasks/demo/labels.json", check=False)
+    assert proc.returncode != 0
+    assert "task/test.parquet: labels not seen in train: ['no-such-section']" in proc.stderr
+    assert not (tmp_path / "results" / "tasks" / "demo" / "labels.json").exists()
+
+
+def test_missing_corpus_is_named(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg["corpus"]["paths"] = ["nowhere/*.jsonl"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stderr
