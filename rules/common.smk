@@ -14,6 +14,7 @@ wildcard_constraints:
     task="[^/]+",
     run="[^/]+",
     shard=r"\d{5}",
+    source="train|dev|test|external|random",
 
 
 def corpus_files():
@@ -56,5 +57,24 @@ def external_data(wildcards):
             "none": []}[kind]
 
 
-def settings(wildcards):
-    return run_settings(config, wildcards.run)
+def token_source(wildcards):
+    """The Parquet file behind a tokenized source: a task split or the external data of a kind."""
+    if wildcards.source in ("train", "dev", "test"):
+        return f"results/tasks/{wildcards.task}/{wildcards.source}.parquet"
+    return f"results/retrieval/{wildcards.task}/{wildcards.source}.parquet"
+
+
+def external_tokens(wildcards):
+    kind = config["runs"][wildcards.run]["external"]
+    return {"bm25": [f"results/models/{wildcards.task}/tokens/external"],
+            "random": [f"results/models/{wildcards.task}/tokens/random"], "none": []}[kind]
+
+
+def tokens_max_length():
+    """Cached tokens are cut at the longest max_seq_length of any run; each run cuts further."""
+    return max(settings_of(run)["model"]["max_seq_length"] for run in RUNS)
+
+
+def settings_of(run):
+    return run_settings(config, run)
+

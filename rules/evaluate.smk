@@ -5,13 +5,15 @@ rule evaluate:
     input:
         stage1="results/models/{task}/{run}/stage1",
         stage2="results/models/{task}/{run}/stage2",
-        task=multiext("results/tasks/{task}/", "test.parquet", "labels.json"),
+        tokens="results/models/{task}/tokens/test",
         external=external_data,
     output:
         "results/metrics/{task}/{run}.json",
+    params:
+        precision=config["trainer"]["precision"],
     threads: config["resources"]["train_threads"]
     resources:
-        gpu=config["resources"]["gpu"],
+        gpu=min(config["resources"]["gpu"], 1),
     log:
         "logs/evaluate/{task}/{run}.log",
     conda:

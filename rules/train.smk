@@ -1,4 +1,5 @@
-# Training: a task-driven WordPiece vocabulary, stage 1 (MLM on S and T + task loss), stage 2 (task only).
+# Training: a task-driven WordPiece vocabulary, tokens cached once, stage 1 (MLM on S and T + task
+# loss), stage 2 (task only).
 
 
 rule train_tokenizer:
@@ -18,15 +19,33 @@ rule train_tokenizer:
         "../workflow/scripts/train_tokenizer.py"
 
 
+rule tokenize:
+    input:
+        tokenizer="results/models/{task}/tokenizer",
+        texts=token_source,
+        labels="results/tasks/{task}/labels.json",
+    output:
+        directory("results/models/{task}/tokens/{source}"),
+    params:
+        max_seq_length=tokens_max_length(),
+        with_labels=lambda wc: wc.source in ("train", "dev", "test"),
+    log:
+        "logs/tokenize/{task}/{source}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/tokenize.py"
+
+
 rule train_stage1:
     input:
         tokenizer="results/models/{task}/tokenizer",
-        task=multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "labels.json"),
-        external=external_data,
+        tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
+        external=external_tokens,
     output:
         directory("results/models/{task}/{run}/stage1"),
     params:
-        settings=lambda wc: {k: v for k, v in settings(wc).items() if k != "stage2"},
+        settings=lambda wc: {k: v for k, v in settings_of(wc.run).items() if k != "stage2"},
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
@@ -38,17 +57,17 @@ rule train_stage1:
     conda:
         "../envs/train.yaml"
     script:
-        "../workflow/scripts/train_stage1.py"
+        "../workflow/scripts/train_stage.py"
 
 
 rule train_stage2:
     input:
         stage1="results/models/{task}/{run}/stage1",
-        task=multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "labels.json"),
+        tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
     output:
         directory("results/models/{task}/{run}/stage2"),
     params:
-        settings=lambda wc: {k: v for k, v in settings(wc).items() if k in ("model", "stage2", "seed")},
+        settings=lambda wc: {k: v for k, v in settings_of(wc.run).items() if k in ("model", "stage2", "trainer", "seed")},
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
@@ -60,4 +79,4 @@ rule train_stage2:
     conda:
         "../envs/train.yaml"
     script:
-        "../workflow/scripts/train_stage2.py"
+        "../workflow/scripts/train_stage.py"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tlm.data import Batches, load_task, mask_tokens
+from tlm.data import Batches, TokenStore, load_task, mask_tokens
 from tlm.io import TLMInputError
 
 
@@ -53,15 +53,55 @@ def test_missing_file(tmp_path):
         load_task({"train": str(tmp_path / "nope.parquet"), "dev": "", "test": ""})
 
 
+def store(rows, labels=None):
+    return TokenStore(np.concatenate(rows).astype(np.int32), np.cumsum([0] + [len(r) for r in rows]), labels)
+
+
+def test_token_store_roundtrip(tmp_path):
+    s = store([[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]], np.array([0, 1, 0]))
+    s.save(tmp_path / "tok")
+    again = TokenStore.load(tmp_path / "tok")
+    assert len(again) == 3 and again.row(1).tolist() == [1, 6, 7, 8, 2] and again.labels.tolist() == [0, 1, 0]
+    assert again.lengths.tolist() == [3, 5, 2]
+
+
 def test_batches_pad_dynamically_and_cover_every_example():
-    ids = [[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]]
-    b = Batches(ids, np.array([0, 1, 0]), batch_size=2, pad_id=0, seed=0)
+    rows = [[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]]
+    b = Batches(store(rows, np.array([0, 1, 0])), batch_size=2, pad_id=0, seed=0)
     batches = list(b.epoch())
     assert sum(len(x["input_ids"]) for x in batches) == 3
     for x in batches:
         assert x["input_ids"].shape[1] == max(int(m.sum()) for m in x["attention_mask"])
-    ordered = list(Batches(ids, None, 3, 0, 0, shuffle=False).epoch())[0]
+    ordered = list(Batches(store(rows), 3, 0, 0, shuffle=False).epoch())[0]
     assert ordered["input_ids"].tolist() == [[1, 5, 2, 0, 0], [1, 6, 7, 8, 2], [1, 2, 0, 0, 0]]
+    cut = list(Batches(store(rows), 3, 0, 0, shuffle=False, max_len=3, sep_id=2).epoch())[0]
+    assert cut["input_ids"].tolist() == [[1, 5, 2], [1, 6, 2], [1, 2, 0]], "cut rows keep [SEP] last"
+
+
+def test_length_bucketing_reduces_padding_and_keeps_every_example():
+    rng = np.random.default_rng(0)
+    rows = [[1] * int(n) for n in rng.integers(2, 60, 400)]
+    def padding(bucket):
+        b = Batches(store(rows), 16, 0, seed=0, bucket=bucket)
+        seen, pad = [], 0
+        for _ in range(25):
+            x = b.next()
+            pad += int((x["attention_mask"] == 0).sum())
+            seen.append(len(x["input_ids"]))
+        return pad, sum(seen)
+    (pad_plain, n1), (pad_bucket, n2) = padding(0), padding(10)
+    assert n1 == n2 == 400 and pad_bucket < pad_plain / 5
+
+
+def test_batch_stream_resumes_exactly_from_its_state():
+    rows = [[1, i, 2] for i in range(3, 40)]
+    a = Batches(store(rows), 4, 0, seed=3, bucket=2)
+    for _ in range(7):
+        a.next()
+    b = Batches(store(rows), 4, 0, seed=3, bucket=2)
+    b.load_state_dict(a.state_dict())
+    for _ in range(20):  # across an epoch boundary
+        assert torch.equal(a.next()["input_ids"], b.next()["input_ids"])
 
 
 def test_mask_tokens_proportions():

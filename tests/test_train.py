@@ -1,14 +1,15 @@
 """Model, stage-1 schedule, loss weights, FLOPs accounting, tokenizer and a tiny training run."""
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tlm.data import Batches
+from tlm.data import Batches, TokenStore
 from tlm.metrics import classification_metrics, paper_flops, step_flops
 from tlm.model import TLMModel, count_parameters, make_config
-from tlm.train import StageConfig, encode, is_task_step, lr_lambda, task_loss_weights, train_stage, train_tokenizer
+from tlm.train import (
+    Checkpoints, Dist, StageConfig, is_task_step, lr_lambda, task_loss_weights, train_stage, train_tokenizer,
+)
 
 
 @pytest.mark.parametrize("rho1, steps, task", [(0, 10, 10), (1, 10, 5), (3, 40, 10), (999, 3000, 3)])
@@ -52,8 +53,8 @@ def test_step_flops_matches_a_hand_count_and_torch_flop_counter():
     mlm_labels.view(-1)[torch.arange(6) * 5] = 7
     model.config._attn_implementation = "eager"  # plain matmuls, which the counter sees
     with FlopCounterMode(display=False) as counter:
-        mlm_loss, task_loss, _ = model(ids, torch.ones_like(ids), mlm_labels=mlm_labels, labels=torch.tensor([0, 1, 2, 0]))
-        (mlm_loss + task_loss).backward()
+        mlm_logits, logits = model(ids, torch.ones_like(ids), mlm_labels=mlm_labels)
+        (mlm_logits.sum() + logits.sum()).backward()
     assert counter.get_total_flops() == hand
 
 
@@ -72,28 +73,104 @@ def test_metrics_by_hand():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0) / 3)
 
 
-def test_tokenizer_and_tiny_training_run(tmp_path, demo_task):
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory, demo_task):
+    """Tokenizer and token stores for 20 examples per label of the demo task."""
+    tmp = tmp_path_factory.mktemp("task")
     train = demo_task["train"].groupby("label").head(20)
     labels = sorted(train.label.unique())
-    tok = train_tokenizer(train.text, 600, 2, tmp_path / "tok")
-    assert tok.mask_token_id is not None and (tmp_path / "tok" / "tokenizer.json").exists()
-    ids = encode(tok, train.text, 64)
-    assert ids[0][0] == tok.cls_token_id and all(len(i) <= 64 for i in ids)
+    tok = train_tokenizer(train.text, 600, 2, tmp / "tok")
     y = train.label.map({l: i for i, l in enumerate(labels)}).to_numpy()
+    return tok, TokenStore.from_texts(tok, train.text, 64, y), TokenStore.from_texts(tok, train.text, 64)
 
+
+def test_tokenizer_and_token_store(tiny_task, tmp_path):
+    tok, store, _ = tiny_task
+    assert tok.mask_token_id is not None
+    assert store.row(0)[0] == tok.cls_token_id and store.row(0)[-1] == tok.sep_token_id
+    assert store.lengths.max() <= 64 and len(store.labels) == len(store)
+
+
+def run(tiny_task, tmp_path, steps=12, ckpt=None, d=Dist(), dropout=0.1, **cfg):
+    tok, store, ext = tiny_task
     torch.manual_seed(0)
-    model = TLMModel(make_config("tiny", len(tok), len(labels), 64, tok.pad_token_id))
-    cfg = StageConfig(max_steps=12, batch_size=8, learning_rate=1e-3, rho1=2, rho2=5, eval_steps=6)
+    model = TLMModel(make_config("tiny", len(tok), int(store.labels.max()) + 1, 64, tok.pad_token_id, dropout))
+    cfg = StageConfig(**{"max_steps": steps, "batch_size": 8, "learning_rate": 1e-3, "rho1": 2, "rho2": 5, "eval_steps": 6, **cfg})
+    pad = tok.pad_token_id
     res = train_stage(
-        model, cfg, tok, Batches(ids, y, 8, tok.pad_token_id, 0), Batches(ids, None, 8, tok.pad_token_id, 1),
-        Batches(ids, None, 32, tok.pad_token_id, 0, shuffle=False), y, tmp_path / "log.csv", keep_best=False,
+        model, cfg, tok, Batches(store, 8, pad, seed=0, bucket=2), Batches(ext, 8, pad, seed=1),
+        Batches(store, 32, pad, seed=0, shuffle=False), tmp_path / f"log{d.rank}.csv", keep_best=False, checkpoints=ckpt, d=d,
     )
+    return model, res
+
+
+def test_tiny_training_run_follows_the_schedule(tiny_task, tmp_path):
+    model, res = run(tiny_task, tmp_path)
     assert (res.steps, res.task_steps, res.external_steps) == (12, 4, 8)
     assert res.best_step == 12 and 0 <= res.dev["macro_f1"] <= 1 and res.flops > 0 and res.tokens > 0
-    log = (tmp_path / "log.csv").read_text().splitlines()
+    log = (tmp_path / "log0.csv").read_text().splitlines()
     assert len(log) == 13 and log[1].split(",")[1] == "task" and log[2].split(",")[1] == "external"
     model.save_pretrained(tmp_path / "ckpt")
     again = TLMModel.from_pretrained(tmp_path / "ckpt")
     assert again.cls.predictions.decoder.weight.data_ptr() == again.bert.embeddings.word_embeddings.weight.data_ptr()
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a.cpu(), b)
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tiny_task, tmp_path, monkeypatch):
+    straight, res = run(tiny_task, tmp_path / "a")
+    ckpt = Checkpoints(tmp_path / "ckpts", "same-settings", keep=2)
+    calls = {"n": 0}
+    original = Batches.next
+
+    def crash_at_step_9(self):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt("killed")
+        return original(self)
+
+    monkeypatch.setattr(Batches, "next", crash_at_step_9)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_task, tmp_path / "b", ckpt=ckpt, save_steps=4)
+    monkeypatch.setattr(Batches, "next", original)
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["step-000000004", "step-000000008"]
+    resumed, res2 = run(tiny_task, tmp_path / "b", ckpt=ckpt, save_steps=4)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (res2.steps, res2.tokens, res2.flops, res2.dev) == (res.steps, res.tokens, res.flops, res.dev)
+    assert (tmp_path / "a/log0.csv").read_text().count("\n") == (tmp_path / "b/log0.csv").read_text().count("\n")
+    assert Checkpoints(tmp_path / "ckpts", "other-settings", keep=2).newest() is None
+
+
+def test_gradient_accumulation_keeps_the_step(tiny_task, tmp_path):
+    one, r1 = run(tiny_task, tmp_path / "a", steps=4, dropout=0.0)
+    acc, r2 = run(tiny_task, tmp_path / "b", steps=4, dropout=0.0, gradient_accumulation_steps=3)
+    for a, b in zip(one.state_dict().values(), acc.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert r1.tokens == r2.tokens
+
+
+def _ddp_worker(rank, tiny_task, tmp_path, port, out):
+    import os
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    model, res = run(tiny_task, tmp_path, steps=4, dropout=0.0, d=Dist(rank, 2))
+    torch.save({"state": model.state_dict(), "tokens": res.tokens, "flops": res.flops}, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_on_cpu_with_two_processes_matches_one_process(tiny_task, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(tiny_task, tmp_path / "ddp", port, tmp_path), nprocs=2)
+    single, res = run(tiny_task, tmp_path / "one", steps=4, dropout=0.0)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for key, value in single.state_dict().items():
+        assert torch.equal(r0["state"][key], r1["state"][key]), "ranks stay in sync"
+        torch.testing.assert_close(r0["state"][key], value, rtol=1e-4, atol=1e-5)
+    assert r0["tokens"] == res.tokens and r0["flops"] == res.flops
+    assert (tmp_path / "ddp" / "log0.csv").exists() and not (tmp_path / "ddp" / "log1.csv").exists()

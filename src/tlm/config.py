@@ -68,5 +68,5 @@ def deep_merge(base: dict, override: dict) -> dict:
 def run_settings(config: dict, run: str) -> dict:
     """Everything one run's training depends on: the global model/stage settings with the run's overrides."""
     spec = config["runs"][run]
-    base = {"model": config["model"], "stage1": config["stage1"], "stage2": config["stage2"], "seed": config["seed"]}
+    base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer", "seed")}
     return deep_merge(base, {k: v for k, v in spec.items() if k != "external"}) | {"external": spec["external"]}

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tlm.io import TLMInputError
+from tlm.io import TLMInputError, atomic_path
 
 SPLITS = ("train", "dev", "test")
 
@@ -67,34 +67,110 @@ def load_task(paths: dict[str, str], text_column: str = "text", label_column: st
     return splits, labels
 
 
-class Batches:
-    """An endless stream of dynamically padded batches from token id lists, reshuffled each epoch."""
+class TokenStore:
+    """Token ids of many texts, flat on disk (ids.npy int32, offsets.npy int64, optional labels.npy)
+    and memory-mapped on load, so training streams a large external corpus instead of holding it."""
 
-    def __init__(self, ids: list[list[int]], labels: np.ndarray | None, batch_size: int, pad_id: int, seed: int, shuffle: bool = True):
-        if not ids:
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray | None = None):
+        self.ids, self.offsets, self.labels = ids, offsets, labels
+
+    @classmethod
+    def from_texts(cls, tokenizer, texts, max_seq_length: int, labels=None, chunk: int = 20_000) -> "TokenStore":
+        texts = list(texts)
+        parts, lengths = [], []
+        for start in range(0, len(texts), chunk):
+            enc = tokenizer(texts[start : start + chunk], truncation=True, max_length=max_seq_length)["input_ids"]
+            parts.extend(np.asarray(row, dtype=np.int32) for row in enc)
+            lengths.extend(map(len, enc))
+        ids = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return cls(ids, offsets, None if labels is None else np.asarray(labels, dtype=np.int64))
+
+    def save(self, out_dir) -> None:
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            tmp.mkdir()
+            np.save(tmp / "ids.npy", self.ids)
+            np.save(tmp / "offsets.npy", self.offsets)
+            if self.labels is not None:
+                np.save(tmp / "labels.npy", self.labels)
+
+    @classmethod
+    def load(cls, path) -> "TokenStore":
+        path = Path(path)
+        labels = np.load(path / "labels.npy") if (path / "labels.npy").exists() else None
+        return cls(np.load(path / "ids.npy", mmap_mode="r"), np.load(path / "offsets.npy"), labels)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+class Batches:
+    """Batches of a TokenStore, dynamically padded to their longest row, reshuffled every epoch.
+
+    With `bucket` > 0, each run of `bucket` batches' worth of examples is sorted by length before it
+    is cut into batches (whose order is then shuffled): little padding, still random batches.
+    `next()` draws the next training batch; its position is part of state_dict() so a resumed run
+    sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, store: TokenStore, batch_size: int, pad_id: int, seed: int, shuffle: bool = True,
+                 bucket: int = 0, max_len: int | None = None, sep_id: int | None = None):
+        if len(store) == 0:
             raise ValueError("no examples to batch")
-        self.ids, self.labels, self.batch_size, self.pad_id = ids, labels, batch_size, pad_id
+        self.store, self.batch_size, self.pad_id = store, batch_size, pad_id
+        self.shuffle, self.bucket, self.max_len, self.sep_id = shuffle, bucket, max_len, sep_id
         self.rng = np.random.default_rng(seed)
-        self.shuffle = shuffle
+        self.plan: list[np.ndarray] = []
+        self.pos = 0
+
+    def _plan_epoch(self) -> list[np.ndarray]:
+        n = len(self.store)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.bucket:
+            lengths = self.store.lengths
+            span = self.bucket * self.batch_size
+            order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in np.split(order, range(span, n, span))])
+        plan = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.shuffle and self.bucket:
+            plan = [plan[i] for i in self.rng.permutation(len(plan))]
+        return plan
+
+    def next(self) -> dict[str, torch.Tensor]:
+        if self.pos == len(self.plan):
+            self.plan, self.pos = self._plan_epoch(), 0
+        self.pos += 1
+        return self.collate(self.plan[self.pos - 1])
 
     def epoch(self):
-        order = self.rng.permutation(len(self.ids)) if self.shuffle else np.arange(len(self.ids))
-        for start in range(0, len(order), self.batch_size):
-            yield self.collate(order[start : start + self.batch_size])
+        """One pass in the planned order, independent of next()'s position (for evaluation)."""
+        for idx in self._plan_epoch():
+            yield self.collate(idx)
 
-    def __iter__(self):
-        while True:
-            yield from self.epoch()
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "plan": self.plan, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.plan, self.pos = state["plan"], state["pos"]
 
     def collate(self, idx) -> dict[str, torch.Tensor]:
-        rows = [self.ids[i] for i in idx]
+        rows = [self.store.row(i) for i in idx]
+        if self.max_len:  # a run may use a shorter max_seq_length than the cached tokens: keep [SEP] last
+            rows = [np.append(r[: self.max_len - 1], self.sep_id) if len(r) > self.max_len else r for r in rows]
         width = max(map(len, rows))
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         for r, row in enumerate(rows):
-            input_ids[r, : len(row)] = torch.as_tensor(row)
+            input_ids[r, : len(row)] = torch.from_numpy(row.astype(np.int64))
         batch = {"input_ids": input_ids, "attention_mask": (input_ids != self.pad_id).long()}
-        if self.labels is not None:
-            batch["labels"] = torch.as_tensor(self.labels[idx], dtype=torch.long)
+        if self.store.labels is not None:
+            batch["labels"] = torch.as_tensor(self.store.labels[idx], dtype=torch.long)
         return batch
 
 

@@ -6,25 +6,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlm.data import Batches
+from tlm.data import Batches, TokenStore
 from tlm.io import atomic_path, read_json
 from tlm.metrics import classification_metrics, paper_flops
 from tlm.model import TLMModel, count_parameters
 from tlm.select import external_size
-from tlm.train import encode, load_tokenizer, pick_device, predict
+from tlm.train import amp_dtype, load_tokenizer, pick_device, predict
 
 
-def evaluate_run(stage1_dir, stage2_dir, task_dir, external_paths: list) -> dict:
+def evaluate_run(stage1_dir, stage2_dir, tokens_dir, external_paths: list, precision: str = "auto") -> dict:
     stage2_dir = Path(stage2_dir)
     device = pick_device()
     tokenizer = load_tokenizer(stage2_dir)
     model = TLMModel.from_pretrained(stage2_dir).to(device)
-    labels = read_json(Path(task_dir) / "labels.json")["labels"]
-    test = pd.read_parquet(Path(task_dir) / "test.parquet")
-    y_true = test["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
-    max_len = model.config.max_position_embeddings
-    batches = Batches(encode(tokenizer, test["text"], max_len), None, 256, tokenizer.pad_token_id, 0, shuffle=False)
-    scores = classification_metrics(y_true, predict(model, batches, device), len(labels))
+    test = TokenStore.load(tokens_dir)
+    batches = Batches(test, 256, tokenizer.pad_token_id, seed=0, shuffle=False,
+                      max_len=model.config.max_position_embeddings, sep_id=tokenizer.sep_token_id)
+    preds = predict(model, batches, device, amp_dtype(precision, device))
+    scores = classification_metrics(test.labels, preds, model.config.num_labels)
 
     stages = {name: read_json(Path(d) / "train_result.json") for name, d in (("stage1", stage1_dir), ("stage2", stage2_dir))}
     params = count_parameters(model)

@@ -7,8 +7,6 @@ the largest matmul of a small model, and unmasked positions have no loss.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
@@ -61,21 +59,12 @@ class TLMModel(BertPreTrainedModel):
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
 
-    def forward(self, input_ids, attention_mask, mlm_labels=None, labels=None):
-        """Returns (mlm_loss or None, task_loss or None, task logits)."""
+    def forward(self, input_ids, attention_mask, mlm_labels=None):
+        """(MLM logits at the positions where mlm_labels != -100, or None; task logits on [CLS])."""
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = self.classifier(hidden[:, 0])
-        mlm_loss = task_loss = None
-        if mlm_labels is not None:
-            picked = mlm_labels != -100
-            if picked.any():
-                mlm_logits = self.cls(hidden[picked])
-                mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels[picked])
-            else:
-                mlm_loss = hidden.sum() * 0.0
-        if labels is not None:
-            task_loss = F.cross_entropy(logits.float(), labels)
-        return mlm_loss, task_loss, logits
+        mlm_logits = self.cls(hidden[mlm_labels != -100]) if mlm_labels is not None else None
+        return mlm_logits, logits
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

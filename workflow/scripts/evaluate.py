@@ -1,13 +1,11 @@
 import logging
-from pathlib import Path
-
 from tlm.evaluate import evaluate_run
 from tlm.io import write_json
 from tlm.smk import run
 
 
 def main(smk):
-    metrics = evaluate_run(smk.input.stage1, smk.input.stage2, Path(smk.input.task[0]).parent, list(smk.input.external))
+    metrics = evaluate_run(smk.input.stage1, smk.input.stage2, smk.input.tokens, list(smk.input.external), smk.params.precision)
     logging.getLogger("tlm").info("%s", metrics)
     write_json(metrics, smk.output[0])
 

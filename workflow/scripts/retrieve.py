@@ -8,7 +8,8 @@ from tlm.smk import run
 def main(smk):
     queries = pd.read_parquet(smk.input.queries)
     analyze = Analyzer(**smk.params.analyzer)
-    hits = search_shard(smk.input.index, [analyze(t) for t in queries["text"]], smk.params.top_k, queries["query_id"])
+    tokens = [analyze(t) for t in queries["text"]]
+    hits = search_shard(smk.input.index, tokens, smk.params.top_k, queries["query_id"], threads=smk.threads)
     write_parquet(hits, smk.output[0])
 
 
