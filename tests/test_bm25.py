@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlm.bm25 import Analyzer, build_shard_index, count_terms, merge_stats, merge_topk, search_shard, top_k
+from tlm.bm25 import Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, merge_topk, search_shard, top_k
+from tlm.io import TLMInputError
 from tlm.corpus import SHARD_SCHEMA
 
 
@@ -98,6 +99,41 @@ def test_random_corpora_sharded_equals_exhaustive(tmp_path_factory, docs, query,
     # and require the exact doc ids wherever the reference has no near-tie
     np.testing.assert_allclose(hits.score, ref[expected], rtol=1e-5)
     assert hits["rank"].tolist() == list(range(1, len(expected) + 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 30), query_len=st.integers(1, 40))
+def test_pruned_search_equals_exhaustive_on_zipfian_corpora(tmp_path_factory, seed, k, query_len):
+    """Enough documents, ties and long queries for the pruning to act: top-k must not change."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"w{i}" for i in range(200)])
+    p = 1 / np.arange(1, len(vocab) + 1)
+    texts = [" ".join(rng.choice(vocab, rng.integers(1, 25), p=p / p.sum())) for _ in range(400)]
+    queries = [list(rng.choice(vocab, rng.integers(1, query_len + 1))) for _ in range(20)]
+    [index_dir] = build(tmp_path_factory.mktemp("z"), texts, 1, Analyzer(stopwords="none"))
+    index = ShardIndex(index_dir)
+    reference = index.search_exhaustive(queries, k)
+    pd.testing.assert_frame_equal(index.search(queries, k), reference)
+    pd.testing.assert_frame_equal(index.search(queries, k, threads=2, batch_size=7), reference)
+
+
+def test_threads_and_batches_give_the_single_threaded_result(tmp_path, demo_corpus_texts):
+    analyzer = Analyzer()
+    dirs = build(tmp_path, demo_corpus_texts, 2)
+    queries = [analyzer(t) for t in demo_corpus_texts[:150]] + [analyzer(" ".join(demo_corpus_texts[i : i + 5])) for i in range(50)]
+    for d in dirs:
+        index = ShardIndex(d)
+        one = index.search(queries, 20)
+        pd.testing.assert_frame_equal(one, index.search_exhaustive(queries, 20))
+        pd.testing.assert_frame_equal(index.search(queries, 20, threads=2, batch_size=16), one)
+        pd.testing.assert_frame_equal(search_shard(d, queries, 20, threads=2), one)
+
+
+def test_an_index_without_term_maxima_gets_a_clear_error(tmp_path, demo_corpus_texts):
+    [index_dir] = build(tmp_path, demo_corpus_texts[:20], 1)
+    (index_dir / "term_max.npy").unlink()
+    with pytest.raises(TLMInputError, match="term_max.npy.*Fix: rebuild"):
+        search_shard(index_dir, [["linux"]], 5)
 
 
 def test_ties_break_by_lower_doc_id():

@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -9,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tlm.corpus import SHARD_SCHEMA, shard_corpus, shard_paths
+from conftest import python
 from tlm.io import TLMInputError, read_json
 
 
@@ -64,3 +67,28 @@ def test_bad_corpus_gets_a_clear_error_and_no_output(tmp_path, name, content, me
     assert name in str(err.value) and "Fix:" in str(err.value)
     assert not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == [tmp_path / name], "no temporary leftovers"
+
+
+PEAK_RSS_MB = """
+import sys
+from tlm.corpus import shard_corpus
+shard_corpus([sys.argv[1]], sys.argv[2], shard_size=20_000)
+# VmHWM is this process's own peak RSS (ru_maxrss would also count the parent it was forked from)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_peak_memory_is_bounded_by_a_shard_not_the_corpus(tmp_path):
+    filler = " ".join(f"word{i}" for i in range(12))
+    peak, size_mb = {}, {}
+    for blocks in (5, 100):  # 50,000 and 1,000,000 documents: 2 and 50 shards
+        path = tmp_path / f"corpus-{blocks}.txt"
+        with open(path, "w") as f:
+            for block in range(blocks):
+                f.write("".join(f"doc {block} {i} {filler}\n" for i in range(10_000)))
+        out = subprocess.run([python(), "-c", PEAK_RSS_MB, str(path), str(tmp_path / f"out-{blocks}")], capture_output=True, text=True, check=True)
+        peak[blocks], size_mb[blocks] = float(out.stdout), path.stat().st_size / 2**20
+    assert size_mb[100] > 80 and len(shard_paths(tmp_path / "out-100")) == 50
+    growth = peak[100] - peak[5]
+    assert growth < size_mb[100] / 10, f"peak RSS grew by {growth:.0f} MB from a 2-shard to a {size_mb[100]:.0f} MB corpus"
