@@ -20,6 +20,9 @@ from tlm.config import ConfigError, validate_config
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 try:
     validate_config(
         config,
@@ -42,6 +45,8 @@ rule all:
     input:
         "results/summary.md",
         "results/summary.csv",
+        expand("results/plots/{task}/quality_vs_flops.png", task=TASKS),
+        expand("results/report/{task}/retrieval.html", task=TASKS),
     default_target: True
 
 

@@ -1,6 +1,7 @@
 # Wiring only: config access, input functions and path helpers for the rules.
 
 import glob
+import re
 from pathlib import Path
 
 from tlm.config import run_settings
@@ -8,6 +9,9 @@ from tlm.config import run_settings
 
 TASKS = list(config["tasks"])
 RUNS = list(config["runs"])
+SEEDS = config["seeds"]
+TLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tlm"]
+TFIDF_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tfidf"]
 
 
 wildcard_constraints:
@@ -15,6 +19,7 @@ wildcard_constraints:
     run="[^/]+",
     shard=r"\d{5}",
     source="train|dev|test|external|random",
+    seed=r"\d+",
 
 
 def corpus_files():
@@ -70,11 +75,28 @@ def external_tokens(wildcards):
             "random": [f"results/models/{wildcards.task}/tokens/random"], "none": []}[kind]
 
 
-def tokens_max_length():
-    """Cached tokens are cut at the longest max_seq_length of any run; each run cuts further."""
-    return max(settings_of(run)["model"]["max_seq_length"] for run in RUNS)
+def tokens_max_length(wildcards):
+    """A task's cached tokens are cut at the longest max_seq_length of its runs; each run cuts further."""
+    return max([run_settings(config, run, 0, wildcards.task)["model"]["max_seq_length"] for run in TLM_RUNS], default=8)
 
 
-def settings_of(run):
-    return run_settings(config, run)
+def stage_settings(stage):
+    """The settings one training stage of run {run}, seed {seed} depends on (its rule's params)."""
+    keep = {"stage1": ("model", "stage1", "trainer", "seed", "external"), "stage2": ("model", "stage2", "trainer", "seed")}[stage]
+    return lambda wc: {k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep}
+
+
+def stage_dirs(task, run, seed):
+    """The checkpoints behind a run's metrics: stage 1, and stage 2 unless the run skips it."""
+    stages = ["stage1"] if config["runs"][run]["skip_stage2"] else ["stage1", "stage2"]
+    return [f"results/models/{task}/{run}/seed{seed}/{s}" for s in stages]
+
+
+def trained_stages(wildcards):
+    return stage_dirs(wildcards.task, wildcards.run, wildcards.seed)
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (a rule only for some runs)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 

@@ -1,32 +1,49 @@
-# Evaluation on the test split, with the cost of each run beside its quality, and the summary table.
+# Evaluation on the test split, with the cost of each run beside its quality, baselines, and the
+# summary table (mean +- std over seeds).
 
 
 rule evaluate:
     input:
-        stage1="results/models/{task}/{run}/stage1",
-        stage2="results/models/{task}/{run}/stage2",
+        stages=trained_stages,
         tokens="results/models/{task}/tokens/test",
         external=external_data,
     output:
-        "results/metrics/{task}/{run}.json",
+        "results/metrics/{task}/{run}/seed{seed}.json",
     params:
         precision=config["trainer"]["precision"],
+    wildcard_constraints:
+        run=one_of(TLM_RUNS),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=min(config["resources"]["gpu"], 1),
     log:
-        "logs/evaluate/{task}/{run}.log",
+        "logs/evaluate/{task}/{run}/seed{seed}.log",
     conda:
         "../envs/train.yaml"
     script:
         "../workflow/scripts/evaluate.py"
 
 
+rule train_tfidf:
+    input:
+        multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "test.parquet", "labels.json"),
+    output:
+        "results/metrics/{task}/{run}/seed{seed}.json",
+    wildcard_constraints:
+        run=one_of(TFIDF_RUNS),
+    log:
+        "logs/train_tfidf/{task}/{run}/seed{seed}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/train_tfidf.py"
+
+
 rule summarize:
     input:
-        expand("results/metrics/{task}/{run}.json", task=TASKS, run=RUNS),
+        expand("results/metrics/{task}/{run}/seed{seed}.json", task=TASKS, run=RUNS, seed=SEEDS),
     output:
-        md="results/summary.md",
+        md=report("results/summary.md", caption="../report/summary.rst", category="Quality and cost"),
         csv="results/summary.csv",
     log:
         "logs/summarize.log",
@@ -34,3 +51,36 @@ rule summarize:
         "../envs/train.yaml"
     script:
         "../workflow/scripts/summarize.py"
+
+
+rule plot_task:
+    input:
+        summary="results/summary.csv",
+        stages=lambda wc: [d for run in TLM_RUNS for seed in SEEDS for d in stage_dirs(wc.task, run, seed)],
+    output:
+        quality=report("results/plots/{task}/quality_vs_flops.png", caption="../report/quality_vs_flops.rst", category="Quality and cost", subcategory="{task}"),
+        curves=report("results/plots/{task}/training_curves.png", caption="../report/training_curves.rst", category="Training", subcategory="{task}"),
+        runs=report("results/plots/{task}/runs.png", caption="../report/runs.rst", category="Quality and cost", subcategory="{task}"),
+    log:
+        "logs/plot_task/{task}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/plot_task.py"
+
+
+rule retrieval_report:
+    input:
+        train=task_split("train"),
+        queries="results/retrieval/{task}/queries.parquet",
+        topk="results/retrieval/{task}/topk.parquet",
+        external="results/retrieval/{task}/external.parquet",
+        corpus="results/corpus",
+    output:
+        report("results/report/{task}/retrieval.html", caption="../report/retrieval.rst", category="Retrieval", subcategory="{task}"),
+    log:
+        "logs/retrieval_report/{task}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/retrieval_report.py"

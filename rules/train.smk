@@ -27,7 +27,7 @@ rule tokenize:
     output:
         directory("results/models/{task}/tokens/{source}"),
     params:
-        max_seq_length=tokens_max_length(),
+        max_seq_length=tokens_max_length,
         with_labels=lambda wc: wc.source in ("train", "dev", "test"),
     log:
         "logs/tokenize/{task}/{source}.log",
@@ -43,17 +43,17 @@ rule train_stage1:
         tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
         external=external_tokens,
     output:
-        directory("results/models/{task}/{run}/stage1"),
+        directory("results/models/{task}/{run}/seed{seed}/stage1"),
     params:
-        settings=lambda wc: {k: v for k, v in settings_of(wc.run).items() if k != "stage2"},
+        settings=stage_settings("stage1"),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
     log:
-        log="logs/train_stage1/{task}/{run}.log",
-        csv="logs/train_stage1/{task}/{run}.csv",
+        log="logs/train_stage1/{task}/{run}/seed{seed}.log",
+        csv="logs/train_stage1/{task}/{run}/seed{seed}.csv",
     conda:
         "../envs/train.yaml"
     script:
@@ -62,20 +62,20 @@ rule train_stage1:
 
 rule train_stage2:
     input:
-        stage1="results/models/{task}/{run}/stage1",
+        stage1="results/models/{task}/{run}/seed{seed}/stage1",
         tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
     output:
-        directory("results/models/{task}/{run}/stage2"),
+        directory("results/models/{task}/{run}/seed{seed}/stage2"),
     params:
-        settings=lambda wc: {k: v for k, v in settings_of(wc.run).items() if k in ("model", "stage2", "trainer", "seed")},
+        settings=stage_settings("stage2"),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
     log:
-        log="logs/train_stage2/{task}/{run}.log",
-        csv="logs/train_stage2/{task}/{run}.csv",
+        log="logs/train_stage2/{task}/{run}/seed{seed}.log",
+        csv="logs/train_stage2/{task}/{run}/seed{seed}.csv",
     conda:
         "../envs/train.yaml"
     script:

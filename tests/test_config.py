@@ -31,9 +31,22 @@ def test_wrong_types_and_unknown_keys_are_named():
 
 
 def test_run_settings_apply_overrides():
-    cfg = validate_config(demo())
-    cfg["runs"]["big_rho"] = {"external": "bm25", "stage1": {"rho1": 9}, "seed": 3}
-    s = run_settings(cfg, "big_rho")
+    cfg = demo()
+    cfg["runs"]["big_rho"] = {"external": "bm25", "stage1": {"rho1": 9}}
+    cfg["runs"]["no_stage2"] = {"external": "bm25", "skip_stage2": True}
+    cfg = validate_config(cfg)
+    s = run_settings(cfg, "big_rho", seed=3)
     assert s["stage1"]["rho1"] == 9 and s["stage1"]["rho2"] == cfg["stage1"]["rho2"]
     assert s["seed"] == 3 and s["external"] == "bm25"
-    assert run_settings(cfg, "tlm")["stage1"]["rho1"] == cfg["stage1"]["rho1"]
+    assert run_settings(cfg, "tlm", 0)["stage1"]["rho1"] == cfg["stage1"]["rho1"]
+    assert cfg["runs"]["tfidf"] == {"kind": "tfidf", "external": "none", "skip_stage2": False}
+    assert cfg["runs"]["no_stage2"]["kind"] == "tlm" and cfg["runs"]["no_stage2"]["skip_stage2"]
+
+
+def test_paper_preset_is_valid_and_sets_per_task_settings():
+    cfg = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()), source="paper.yaml")
+    imdb = run_settings(cfg, "tlm", 0, "imdb")
+    assert imdb["model"] == {"preset": "base", "max_seq_length": 512, "dropout": 0.1}
+    assert (imdb["stage1"]["rho1"], imdb["stage1"]["rho2"], imdb["stage1"]["batch_size"]) == (19, 100, 256)
+    assert run_settings(cfg, "tlm", 0, "scierc")["stage1"]["rho1"] == 999
+    assert cfg["tasks"]["scierc"]["top_k"] == 5000 and cfg["seeds"] == [0, 1, 2]

@@ -37,3 +37,13 @@ def test_killed_writer_leaves_no_final_file(tmp_path):
     assert proc.returncode != 0
     assert not (tmp_path / "out.parquet").exists()
     assert all(p.name.startswith(".out.parquet.") for p in tmp_path.iterdir()), "only a hidden temporary remains"
+
+
+def test_parquet_text_columns_are_string(tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from tlm.io import write_parquet
+
+    write_parquet(pd.DataFrame({"text": ["a", "b"], "n": [1, 2]}), tmp_path / "t.parquet")
+    assert str(pq.read_schema(tmp_path / "t.parquet").field("text").type) == "string"

@@ -8,7 +8,7 @@ from tlm.data import Batches, TokenStore
 from tlm.metrics import classification_metrics, paper_flops, step_flops
 from tlm.model import TLMModel, count_parameters, make_config
 from tlm.train import (
-    Checkpoints, Dist, StageConfig, is_task_step, lr_lambda, task_loss_weights, train_stage, train_tokenizer,
+    Checkpoints, Dist, StageConfig, is_task_step, lr_lambda, run_stage, task_loss_weights, train_stage, train_tokenizer,
 )
 
 
@@ -174,3 +174,23 @@ def test_ddp_on_cpu_with_two_processes_matches_one_process(tiny_task, tmp_path):
         torch.testing.assert_close(r0["state"][key], value, rtol=1e-4, atol=1e-5)
     assert r0["tokens"] == res.tokens and r0["flops"] == res.flops
     assert (tmp_path / "ddp" / "log0.csv").exists() and not (tmp_path / "ddp" / "log1.csv").exists()
+
+
+def test_seeds_give_different_but_reproducible_runs(tiny_task, tmp_path):
+    tok, store, ext = tiny_task
+    tok.save_pretrained(tmp_path / "tok")
+    dev = TokenStore(store.ids, store.offsets, store.labels)
+    for name, s in (("train", store), ("dev", dev), ("external", ext)):
+        s.save(tmp_path / "tokens" / name)
+    settings = {"model": {"preset": "tiny", "max_seq_length": 64}, "trainer": {},
+                "stage1": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "rho1": 1, "rho2": 5, "save_steps": 0}}
+
+    def weights(seed, name):
+        out = tmp_path / name / "stage1"
+        run_stage("stage1", {**settings, "seed": seed}, tmp_path / "tok", tmp_path / "tokens", tmp_path / "tokens" / "external",
+                  None, out, tmp_path / name / "log.csv")
+        return TLMModel.from_pretrained(out).state_dict()
+
+    a, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
+    assert all(torch.equal(a[k], again[k]) for k in a)
+    assert not all(torch.equal(a[k], other[k]) for k in a)

@@ -36,13 +36,21 @@ def tiny_config(tmp):
         "model": {"preset": "tiny", "max_seq_length": 48},
         "stage1": {"max_steps": 8, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "rho1": 1, "rho2": 5},
         "stage2": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1, "eval_steps": 2},
+        "seeds": [0],
+        "runs": {"tlm": {"external": "bm25"}, "task_only": {"external": "none"}, "random": {"external": "random"},
+                 "no_stage2": {"external": "bm25", "skip_stage2": True}, "tfidf": {"kind": "tfidf"}},
     }
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    write_config(tmp, config)
     return config
 
 
+def write_config(tmp, config):
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # keep the runs' order
+
+
 def smk(tmp, *args, check=True):
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp), "--configfile", str(tmp / "config.yaml"), *args],
+    # targets and flags first: --configfile takes every argument after it
+    proc = subprocess.run([*SNAKEMAKE, *args, "--directory", str(tmp), "--configfile", str(tmp / "config.yaml")],
                           capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
@@ -62,6 +70,7 @@ SCHEMAS = {
     "retrieval/demo/topk.parquet": {"query_id": "int64", "doc_id": "int64", "score": "float", "rank": "int32"},
     "retrieval/demo/external.parquet": {"doc_id": "int64", "text": "string", "best_rank": "int32"},
     "retrieval/demo/random.parquet": {"doc_id": "int64", "text": "string", "best_rank": "int32"},
+    "tasks/demo/train.parquet": {"text": "string", "label": "string"},
 }
 
 
@@ -85,18 +94,26 @@ def test_every_artefact_exists_with_its_schema(done):
     external = pd.read_parquet(res / "retrieval/demo/external.parquet")
     assert set(external.doc_id) == set(topk.doc_id)
     assert len(pd.read_parquet(res / "retrieval/demo/random.parquet")) == len(external)
-    for run in ("tlm", "task_only", "random"):
+    for run in ("tlm", "task_only", "random", "no_stage2"):
         for stage in ("stage1", "stage2"):
-            ckpt = res / "models/demo" / run / stage
+            ckpt = res / "models/demo" / run / "seed0" / stage
+            if run == "no_stage2" and stage == "stage2":
+                assert not ckpt.exists()
+                continue
             assert (ckpt / "config.json").exists() and (ckpt / "model.safetensors").exists()
             assert (ckpt / "train_log.csv").exists()
-        metrics = json.loads((res / "metrics/demo" / f"{run}.json").read_text())
+        metrics = json.loads((res / "metrics/demo" / run / "seed0.json").read_text())
         assert 0 <= metrics["test_macro_f1"] <= 1 and metrics["train_flops"] > 0
         assert (metrics["external_docs"] == 0) == (run == "task_only")
+        assert (metrics["stage2_steps"] == 0) == (run == "no_stage2")
+    tfidf = json.loads((res / "metrics/demo/tfidf/seed0.json").read_text())
+    assert 0 <= tfidf["test_macro_f1"] <= 1 and tfidf["train_flops"] is None
     summary = pd.read_csv(res / "summary.csv")
-    assert summary.run.tolist() == ["tlm", "task_only", "random"]
-    assert "macro-F1" in (res / "summary.md").read_text()
-    assert (done / "logs" / "train_stage1" / "demo" / "tlm.log").stat().st_size > 0
+    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tfidf"]
+    assert (summary.seeds == 1).all() and (summary.test_macro_f1_std == 0).all()
+    md = (res / "summary.md").read_text()
+    assert "macro-F1" in md and " ± " in md
+    assert (done / "logs" / "train_stage1" / "demo" / "tlm" / "seed0.log").stat().st_size > 0
 
 
 def test_second_run_has_nothing_to_do(done):
@@ -108,20 +125,20 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
     try:
         cfg = yaml.safe_load(original)
         cfg["stage2"]["learning_rate"] = 5e-4
-        (done / "config.yaml").write_text(yaml.safe_dump(cfg))
-        assert planned_rules(done) == {"train_stage2", "evaluate", "summarize"}
+        write_config(done, cfg)
+        assert planned_rules(done) == {"train_stage2", "evaluate", "summarize", "plot_task"}  # no_stage2, tfidf kept
 
         cfg = yaml.safe_load(original)
         cfg["stage1"]["learning_rate"] = 5e-4
-        (done / "config.yaml").write_text(yaml.safe_dump(cfg))
-        assert planned_rules(done) == {"train_stage1", "train_stage2", "evaluate", "summarize"}
+        write_config(done, cfg)
+        assert planned_rules(done) == {"train_stage1", "train_stage2", "evaluate", "summarize", "plot_task"}
 
         cfg = yaml.safe_load(original)
         cfg["tasks"]["demo"]["top_k"] = 3
-        (done / "config.yaml").write_text(yaml.safe_dump(cfg))
+        write_config(done, cfg)
         assert planned_rules(done) == {
-            "retrieve", "merge_topk", "select_external", "select_random", "train_tokenizer",
-            "train_stage1", "train_stage2", "evaluate", "summarize",
+            "retrieve", "merge_topk", "select_external", "select_random", "train_tokenizer", "tokenize",
+            "train_stage1", "train_stage2", "evaluate", "summarize", "plot_task", "retrieval_report",
         }
     finally:
         (done / "config.yaml").write_text(original)
@@ -130,12 +147,13 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
 def test_wrong_config_type_is_reported_with_file_and_key(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["stage1"]["max_steps"] = "many"
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr  # Snakemake prints workflow errors on stdout
     assert proc.returncode != 0
-    assert "config.yaml: invalid configuration" in proc.stderr
-    assert "`stage1.max_steps` must be of type integer, got 'many' (str)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "config.yaml: invalid configuration" in out
+    assert "`stage1.max_steps` must be of type integer, got 'many' (str)" in out
+    assert "Traceback" not in out
 
 
 def test_unknown_test_label_fails_with_a_clear_message(tmp_path):
@@ -145,13 +163,24 @@ def test_unknown_test_label_fails_with_a_clear_message(tmp_path):
     test.to_parquet(tmp_path / "task" / "test.parquet")
     proc = smk(tmp_path, "results/tasks/demo/labels.json", check=False)
     assert proc.returncode != 0
-    assert "task/test.parquet: labels not seen in train: ['no-such-section']" in proc.stderr
+    assert "task/test.parquet: labels not seen in train: ['no-such-section']" in proc.stdout + proc.stderr
     assert not (tmp_path / "results" / "tasks" / "demo" / "labels.json").exists()
 
 
 def test_missing_corpus_is_named(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["corpus"]["paths"] = ["nowhere/*.jsonl"]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stderr
+    assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stdout + proc.stderr
+
+
+def test_report_has_the_table_the_plots_and_the_retrieval_page(done):
+    for name in ("quality_vs_flops", "training_curves", "runs"):
+        assert (done / "results/plots/demo" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    page = (done / "results/report/demo/retrieval.html").read_text()
+    assert "|S| share of the corpus" in page and "<ol>" in page
+    smk(done, "--report", "results/report.html")
+    report = (done / "results/report.html").read_text(errors="replace")
+    for name in ("summary.md", "quality_vs_flops.png", "training_curves.png", "runs.png", "retrieval.html"):
+        assert name in report, name

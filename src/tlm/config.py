@@ -65,8 +65,11 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def run_settings(config: dict, run: str) -> dict:
-    """Everything one run's training depends on: the global model/stage settings with the run's overrides."""
-    spec = config["runs"][run]
-    base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer", "seed")}
-    return deep_merge(base, {k: v for k, v in spec.items() if k != "external"}) | {"external": spec["external"]}
+def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> dict:
+    """Everything one TLM run's training depends on: the global model/stage/trainer settings, then
+    the task's overrides (the paper tunes rho1, rho2 and steps per task), then the run's, plus its
+    external data and the training seed."""
+    base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer")}
+    for layer in (config["tasks"][task] if task else {}, config["runs"][run]):
+        base = deep_merge(base, {k: v for k, v in layer.items() if k in base})
+    return base | {"external": config["runs"][run]["external"], "seed": seed}

@@ -14,24 +14,26 @@ from tlm.select import external_size
 from tlm.train import amp_dtype, load_tokenizer, pick_device, predict
 
 
-def evaluate_run(stage1_dir, stage2_dir, tokens_dir, external_paths: list, precision: str = "auto") -> dict:
-    stage2_dir = Path(stage2_dir)
+def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto") -> dict:
+    """Test metrics of the last stage's model; costs summed over every trained stage."""
+    final = Path(stage_dirs[-1])
     device = pick_device()
-    tokenizer = load_tokenizer(stage2_dir)
-    model = TLMModel.from_pretrained(stage2_dir).to(device)
+    tokenizer = load_tokenizer(final)
+    model = TLMModel.from_pretrained(final).to(device)
     test = TokenStore.load(tokens_dir)
     batches = Batches(test, 256, tokenizer.pad_token_id, seed=0, shuffle=False,
                       max_len=model.config.max_position_embeddings, sep_id=tokenizer.sep_token_id)
     preds = predict(model, batches, device, amp_dtype(precision, device))
     scores = classification_metrics(test.labels, preds, model.config.num_labels)
 
-    stages = {name: read_json(Path(d) / "train_result.json") for name, d in (("stage1", stage1_dir), ("stage2", stage2_dir))}
+    stages = {Path(d).name: read_json(Path(d) / "train_result.json") for d in stage_dirs}
+    last = stages[final.name]
     params = count_parameters(model)
     tokens = sum(s["tokens"] for s in stages.values())
     external_docs, external_bytes = external_size(external_paths)
     return {
         **{f"test_{k}": v for k, v in scores.items()},
-        "dev_macro_f1": stages["stage2"]["dev"].get("macro_f1"),
+        "dev_macro_f1": last["dev"].get("macro_f1"),
         "parameters": params["total"],
         "train_flops": sum(s["flops"] for s in stages.values()),
         "train_flops_6nd": paper_flops(params["total"], tokens),
@@ -39,8 +41,8 @@ def evaluate_run(stage1_dir, stage2_dir, tokens_dir, external_paths: list, preci
         "train_seconds": sum(s["seconds"] for s in stages.values()),
         "stage1_steps": stages["stage1"]["steps"],
         "stage1_external_steps": stages["stage1"]["external_steps"],
-        "stage2_steps": stages["stage2"]["steps"],
-        "stage2_best_step": stages["stage2"]["best_step"],
+        "stage2_steps": stages["stage2"]["steps"] if "stage2" in stages else 0,
+        "best_step": last["best_step"],
         "external_docs": external_docs,
         "external_bytes": external_bytes,
         "device": stages["stage1"]["device"],
@@ -48,11 +50,12 @@ def evaluate_run(stage1_dir, stage2_dir, tokens_dir, external_paths: list, preci
     }
 
 
-SUMMARY_COLUMNS = {
-    "task": "task", "run": "run", "test_accuracy": "accuracy", "test_macro_f1": "macro-F1", "test_micro_f1": "micro-F1",
-    "dev_macro_f1": "dev macro-F1", "train_flops": "train FLOPs", "train_tokens": "tokens", "external_docs": "S docs",
-    "external_bytes": "S bytes", "train_seconds": "train s", "device": "device",
+SUMMARY_COLUMNS = {  # metrics.json key -> column of the summary table
+    "test_accuracy": "accuracy", "test_macro_f1": "macro-F1", "test_micro_f1": "micro-F1", "dev_macro_f1": "dev macro-F1",
+    "train_flops": "train FLOPs", "train_tokens": "tokens", "external_docs": "S docs", "external_bytes": "S bytes",
+    "train_seconds": "train s",
 }
+QUALITY = ("test_accuracy", "test_macro_f1", "test_micro_f1", "dev_macro_f1")
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -62,19 +65,32 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
+    """One row per (task, run): mean and standard deviation over seeds of quality, mean of costs."""
     rows = []
-    for path in metric_paths:
-        path = Path(path)
-        rows.append({"task": path.parent.name, "run": path.stem, **read_json(path)})
-    table = pd.DataFrame(rows)[list(SUMMARY_COLUMNS)]
+    for path in map(Path, metric_paths):  # results/metrics/{task}/{run}/seed{seed}.json
+        rows.append({"task": path.parent.parent.name, "run": path.parent.name, "seed": int(path.stem[4:]), **read_json(path)})
+    runs = pd.DataFrame(rows)
+    groups = runs.groupby(["task", "run"], sort=False)
+    table = groups[list(SUMMARY_COLUMNS)].agg(lambda v: pd.to_numeric(v).mean())
+    for key in QUALITY:
+        table[f"{key}_std"] = groups[key].std(ddof=1).fillna(0.0)
+    table["seeds"] = groups.size()
+    table["device"] = groups["device"].first()
+    order = runs[["task", "run"]].drop_duplicates()  # the config's order, not alphabetical
+    table = order.merge(table.reset_index(), on=["task", "run"])
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
-    shown = table.rename(columns=SUMMARY_COLUMNS)
-    for col in ("accuracy", "macro-F1", "micro-F1", "dev macro-F1"):
-        shown[col] = (100 * shown[col]).map("{:.2f}".format)
-    shown["train FLOPs"] = shown["train FLOPs"].map("{:.2e}".format)
-    shown["train s"] = shown["train s"].map("{:.0f}".format)
-    text = "# TLM results (test split; F1 and accuracy in %)\n\n" + markdown_table(shown)
+
+    shown = table[["task", "run", "seeds"]].copy()
+    for key, name in SUMMARY_COLUMNS.items():
+        if key in QUALITY:
+            shown[name] = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(table[key], table[f"{key}_std"])]
+        else:
+            fmt = "{:.2e}" if key == "train_flops" else "{:.0f}"
+            shown[name] = [("-" if pd.isna(v) else fmt.format(v)) for v in table[key]]
+    shown["device"] = table["device"]
+    text = ("# TLM results\n\nTest split unless marked dev; F1 and accuracy in %, mean ± std over seeds; "
+            "costs are means per seed.\n\n" + markdown_table(shown))
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
     return table

@@ -1,0 +1,16 @@
+import pandas as pd
+
+from tlm.report import plot_quality_vs_flops, plot_runs, plot_training_curves, run_curves
+from tlm.smk import run
+
+
+def main(smk):
+    task = smk.wildcards.task
+    summary = pd.read_csv(smk.input.summary)
+    curves = run_curves(smk.input.stages)
+    plot_quality_vs_flops(curves, summary, task, smk.output.quality)
+    plot_training_curves(curves, task, smk.output.curves)
+    plot_runs(summary, task, smk.output.runs)
+
+
+run(main, snakemake)  # noqa: F821
