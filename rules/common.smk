@@ -18,7 +18,7 @@ wildcard_constraints:
     task="[^/]+",
     run="[^/]+",
     shard=r"\d{5}",
-    source="train|dev|test|external|random",
+    source=r"train|dev|test|external|external-k\d+|random",
     seed=r"\d+",
 
 
@@ -63,14 +63,30 @@ def external_data(wildcards):
 
 
 def token_source(wildcards):
-    """The Parquet file behind a tokenized source: a task split or the external data of a kind."""
+    """The Parquet file behind a tokenized source: a task split or the external data of a kind
+    (external-kN: the documents of S whose best rank is <= N)."""
     if wildcards.source in ("train", "dev", "test"):
         return f"results/tasks/{wildcards.task}/{wildcards.source}.parquet"
-    return f"results/retrieval/{wildcards.task}/{wildcards.source}.parquet"
+    return f"results/retrieval/{wildcards.task}/{wildcards.source.split('-k')[0]}.parquet"
+
+
+def max_rank(wildcards):
+    """K of a run that uses a smaller K than its task retrieved (0: every document of S)."""
+    if wildcards.get("run") is not None:
+        spec = config["runs"][wildcards.run]
+        return spec.get("top_k", 0) if spec["external"] == "bm25" else 0
+    return int(wildcards.source.split("-k")[1]) if "-k" in wildcards.source else 0
 
 
 def external_tokens(wildcards):
-    kind = config["runs"][wildcards.run]["external"]
+    kind, k = config["runs"][wildcards.run]["external"], config["runs"][wildcards.run].get("top_k")
+    if k and k > config["tasks"][wildcards.task]["top_k"]:
+        raise WorkflowError(
+            f"runs.{wildcards.run}.top_k = {k} exceeds tasks.{wildcards.task}.top_k = "
+            f"{config['tasks'][wildcards.task]['top_k']}. Fix: retrieve at least as many (raise the task's top_k)."
+        )
+    if kind == "bm25" and k:
+        return [f"results/models/{wildcards.task}/tokens/external-k{k}"]
     return {"bm25": [f"results/models/{wildcards.task}/tokens/external"],
             "random": [f"results/models/{wildcards.task}/tokens/random"], "none": []}[kind]
 

@@ -11,6 +11,7 @@ rule evaluate:
         "results/metrics/{task}/{run}/seed{seed}.json",
     params:
         precision=config["trainer"]["precision"],
+        max_rank=max_rank,
     wildcard_constraints:
         run=one_of(TLM_RUNS),
     threads: config["resources"]["train_threads"]

@@ -29,6 +29,7 @@ rule tokenize:
     params:
         max_seq_length=tokens_max_length,
         with_labels=lambda wc: wc.source in ("train", "dev", "test"),
+        max_rank=max_rank,
     log:
         "logs/tokenize/{task}/{source}.log",
     conda:

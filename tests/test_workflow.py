@@ -38,7 +38,8 @@ def tiny_config(tmp):
         "stage2": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1, "eval_steps": 2},
         "seeds": [0],
         "runs": {"tlm": {"external": "bm25"}, "task_only": {"external": "none"}, "random": {"external": "random"},
-                 "no_stage2": {"external": "bm25", "skip_stage2": True}, "tfidf": {"kind": "tfidf"}},
+                 "no_stage2": {"external": "bm25", "skip_stage2": True}, "tlm_k2": {"external": "bm25", "top_k": 2},
+                 "tfidf": {"kind": "tfidf"}},
     }
     write_config(tmp, config)
     return config
@@ -109,7 +110,9 @@ def test_every_artefact_exists_with_its_schema(done):
     tfidf = json.loads((res / "metrics/demo/tfidf/seed0.json").read_text())
     assert 0 <= tfidf["test_macro_f1"] <= 1 and tfidf["train_flops"] is None
     summary = pd.read_csv(res / "summary.csv")
-    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tfidf"]
+    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tlm_k2", "tfidf"]
+    k2 = json.loads((res / "metrics/demo/tlm_k2/seed0.json").read_text())
+    assert k2["external_docs"] == (external.best_rank <= 2).sum() < len(external), "K ablation: S cut at rank 2"
     assert (summary.seeds == 1).all() and (summary.test_macro_f1_std == 0).all()
     md = (res / "summary.md").read_text()
     assert "macro-F1" in md and " ± " in md

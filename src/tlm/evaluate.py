@@ -14,7 +14,7 @@ from tlm.select import external_size
 from tlm.train import amp_dtype, load_tokenizer, pick_device, predict
 
 
-def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto") -> dict:
+def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto", max_rank: int = 0) -> dict:
     """Test metrics of the last stage's model; costs summed over every trained stage."""
     final = Path(stage_dirs[-1])
     device = pick_device()
@@ -30,7 +30,7 @@ def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: 
     last = stages[final.name]
     params = count_parameters(model)
     tokens = sum(s["tokens"] for s in stages.values())
-    external_docs, external_bytes = external_size(external_paths)
+    external_docs, external_bytes = external_size(external_paths, max_rank)
     return {
         **{f"test_{k}": v for k, v in scores.items()},
         "dev_macro_f1": last["dev"].get("macro_f1"),

@@ -42,11 +42,11 @@ def select_random(num_docs: int, corpus_dir, out_path, seed: int) -> pd.DataFram
     return docs
 
 
-def external_size(paths) -> tuple[int, int]:
-    """|S| of the external data files: documents and UTF-8 bytes of text."""
+def external_size(paths, max_rank: int = 0) -> tuple[int, int]:
+    """|S| of the external data files (only best_rank <= max_rank, if given): documents and UTF-8 bytes."""
     docs = nbytes = 0
     for path in paths:
-        text = pq.read_table(path, columns=["text"]).column("text")
+        text = pq.read_table(path, columns=["text"], filters=[("best_rank", "<=", max_rank)] if max_rank else None).column("text")
         docs += len(text)
         nbytes += pc.sum(pc.binary_length(text)).as_py() or 0
     return docs, nbytes

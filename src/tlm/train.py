@@ -379,12 +379,16 @@ def save_checkpoint(model: TLMModel, tokenizer, result: TrainResult, out_dir, lo
         shutil.copyfile(log_csv, tmp / "train_log.csv")
 
 
-def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_json=None) -> TokenStore:
-    """Tokenize a Parquet file's `text` column once (and map its `label`s) for every run to stream."""
+def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_json=None, max_rank: int = 0) -> TokenStore:
+    """Tokenize a Parquet file's `text` column once (and map its `label`s) for every run to stream.
+
+    With `max_rank`, only external documents with best_rank <= max_rank are kept: S for a smaller
+    K, cut from the task's retrieval without retrieving again.
+    """
     import pandas as pd
 
     columns = ["text", "label"] if labels_json else ["text"]
-    df = pd.read_parquet(parquet, columns=columns)
+    df = pd.read_parquet(parquet, filters=[("best_rank", "<=", max_rank)] if max_rank else None, columns=columns)
     labels = None
     if labels_json:
         label_id = {label: i for i, label in enumerate(read_json(labels_json)["labels"])}
