@@ -50,3 +50,11 @@ def test_paper_preset_is_valid_and_sets_per_task_settings():
     assert (imdb["stage1"]["rho1"], imdb["stage1"]["rho2"], imdb["stage1"]["batch_size"]) == (19, 100, 256)
     assert run_settings(cfg, "tlm", 0, "scierc")["stage1"]["rho1"] == 999
     assert cfg["tasks"]["scierc"]["top_k"] == 5000 and cfg["seeds"] == [0, 1, 2]
+
+
+def test_readme_config_example_is_valid():
+    import re
+
+    block = re.search(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    cfg = validate_config(yaml.safe_load(block), source="README.md")
+    assert cfg["runs"]["tlm_k10"]["top_k"] == 10 and cfg["seeds"] == [0, 1, 2]
