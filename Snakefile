@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 # (also inside the conda environments of envs/, which do not install it).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")])))
 
 from tlm.config import ConfigError, validate_config
 

@@ -1,4 +1,3 @@
-import pandas as pd
 
 from tlm.baselines import tfidf_baseline
 from tlm.io import write_json

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
