@@ -194,3 +194,12 @@ def test_seeds_give_different_but_reproducible_runs(tiny_task, tmp_path):
     a, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
     assert all(torch.equal(a[k], again[k]) for k in a)
     assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+def test_tokenizer_ids_are_canonical(tmp_path, demo_task):
+    """Specials first, then sorted: the same vocabulary always gets the same ids (the trainer alone
+    numbers tokens of equal rank in hash order, which changes from process to process)."""
+    vocab = train_tokenizer(demo_task["train"].text.head(800), 1500, 2, tmp_path / "a").get_vocab()
+    by_id = sorted(vocab, key=vocab.get)
+    assert by_id[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert by_id[5:] == sorted(by_id[5:]) and len(by_id) == 1500

@@ -54,6 +54,13 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS.values()))
     tok.train_from_iterator(texts, trainer)
+    # The trainer numbers tokens of equal rank in hash order, which changes from process to process;
+    # canonical ids (specials first, then sorted) make the same vocabulary always give the same ids.
+    # (Ties at the vocab_size cut-off are still broken in hash order: the set itself can differ by
+    # a few rare tokens between two trainings.)
+    specials = list(SPECIAL_TOKENS.values())
+    ordered = specials + sorted(set(tok.get_vocab()) - set(specials))
+    tok.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
