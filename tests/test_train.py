@@ -203,3 +203,11 @@ def test_tokenizer_ids_are_canonical(tmp_path, demo_task):
     by_id = sorted(vocab, key=vocab.get)
     assert by_id[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert by_id[5:] == sorted(by_id[5:]) and len(by_id) == 1500
+
+
+def test_a_bad_local_tokenizer_gets_a_clear_error(tmp_path):
+    from tlm.io import TLMInputError
+    from tlm.train import load_tokenizer
+
+    with pytest.raises(TLMInputError, match="not a readable tokenizer directory.*Fix:"):
+        load_tokenizer(tmp_path / "nowhere")

@@ -36,7 +36,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tlm.data import Batches, TokenStore, mask_tokens
-from tlm.io import atomic_path, read_json, write_json
+from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, step_flops
 from tlm.model import TLMModel, make_config
 
@@ -73,10 +73,14 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
 
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
     """A tokenizer from a local directory (never the hub); MLM needs its [PAD], [CLS], [SEP], [MASK]."""
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise TLMInputError(f"{path}: not a readable tokenizer directory ({e}). Fix: set `tokenizer.path` to a local "
+                            "directory saved with save_pretrained, or null to train one.") from None
     missing = [name for name in ("pad_token", "cls_token", "sep_token", "mask_token") if getattr(tok, name) is None]
     if missing:
-        raise ValueError(f"{path}: the tokenizer has no {missing}. Fix: use a BERT-style tokenizer (MLM needs them).")
+        raise TLMInputError(f"{path}: the tokenizer has no {missing}. Fix: use a BERT-style tokenizer (MLM needs them).")
     return tok
 
 
@@ -171,7 +175,7 @@ class Dist:
         return self.rank == 0
 
 
-def micro_batches(n: int, d: Dist, accumulation: int) -> list[slice | np.ndarray]:
+def micro_batches(n: int, d: Dist, accumulation: int) -> list[np.ndarray]:
     """This process's rows of an n-row batch (every world-th row), cut into `accumulation` parts."""
     mine = np.arange(d.rank, n, d.world)
     return [part for part in np.array_split(mine, accumulation) if len(part)]
@@ -452,7 +456,8 @@ def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir
     tokenizer = load_tokenizer(tokenizer_dir)
     cfg = StageConfig(**settings[stage], **settings.get("trainer", {}), seed=seed)
     if cfg.batch_size < d.world * cfg.gradient_accumulation_steps:
-        raise ValueError(f"{stage}.batch_size {cfg.batch_size} is smaller than processes x gradient_accumulation_steps")
+        raise TLMInputError(f"{stage}.batch_size {cfg.batch_size} is smaller than {d.world} processes x "
+                            f"{cfg.gradient_accumulation_steps} gradient_accumulation_steps. Fix: raise batch_size or lower the others.")
     max_len = settings["model"]["max_seq_length"]
     special = dict(pad_id=tokenizer.pad_token_id, max_len=max_len, sep_id=tokenizer.sep_token_id)
     tokens_dir = Path(tokens_dir)
