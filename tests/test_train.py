@@ -162,10 +162,9 @@ def _ddp_worker(rank, tiny_task, tmp_path, port, out):
 
 
 def test_ddp_on_cpu_with_two_processes_matches_one_process(tiny_task, tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tlm.train import _free_port
+
+    port = _free_port()
     torch.multiprocessing.spawn(_ddp_worker, args=(tiny_task, tmp_path / "ddp", port, tmp_path), nprocs=2)
     single, res = run(tiny_task, tmp_path / "one", steps=4, dropout=0.0)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
