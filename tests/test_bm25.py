@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlm.bm25 import Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, merge_topk, search_shard, top_k
+from tlm.bm25 import BLOCK, Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, merge_topk, search_shard, top_k
 from tlm.io import TLMInputError
 from tlm.corpus import SHARD_SCHEMA
 
@@ -103,8 +103,8 @@ def test_random_corpora_sharded_equals_exhaustive(tmp_path_factory, docs, query,
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 30), query_len=st.integers(1, 40))
-def test_pruned_search_equals_exhaustive_on_zipfian_corpora(tmp_path_factory, seed, k, query_len):
-    """Enough documents, ties and long queries for the pruning to act: top-k must not change."""
+def test_search_equals_exhaustive_on_zipfian_corpora(tmp_path_factory, seed, k, query_len):
+    """Enough documents, ties and long queries for the kernel's integer gate to act: top-k must not change."""
     rng = np.random.default_rng(seed)
     vocab = np.array([f"w{i}" for i in range(200)])
     p = 1 / np.arange(1, len(vocab) + 1)
@@ -115,6 +115,23 @@ def test_pruned_search_equals_exhaustive_on_zipfian_corpora(tmp_path_factory, se
     reference = index.search_exhaustive(queries, k)
     pd.testing.assert_frame_equal(index.search(queries, k), reference)
     pd.testing.assert_frame_equal(index.search(queries, k, threads=2, batch_size=7), reference)
+
+
+def test_search_across_kernel_blocks_with_mass_ties(tmp_path):
+    """More documents than several of the kernel's cache blocks, thousands of exact ties around the
+    k-th score (the candidate list must grow) and hits in every block: still the exhaustive top-k."""
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}" for i in range(300)])
+    texts = [" ".join(rng.choice(vocab, rng.integers(1, 12))) for _ in range(3 * BLOCK + 123)]
+    for i in rng.choice(len(texts), 5000, replace=False):
+        texts[i] = "w1 w2 w3"  # identical documents: identical scores
+    [index_dir] = build(tmp_path, texts, 1, Analyzer(stopwords="none"))
+    index = ShardIndex(index_dir)
+    queries = [["w1", "w2", "w3"], ["w1"], list(rng.choice(vocab, 30)), ["w299", "w7", "w1", "w1"]]
+    for k in (1, 50, 3000):
+        reference = index.search_exhaustive(queries, k)
+        pd.testing.assert_frame_equal(index.search(queries, k), reference)
+    assert (reference.doc_id >= 2 * BLOCK).any()
 
 
 def test_threads_and_batches_give_the_single_threaded_result(tmp_path, demo_corpus_texts):

@@ -7,12 +7,12 @@ scores are not comparable. Here indexing is three steps (each a Snakemake job):
 2. `merge_stats` (once): global df, document count and average length from all shards' counts;
 3. `build_shard_index` (per shard): BM25 (Lucene variant, as bm25s) with the GLOBAL statistics,
    saved in bm25s's own format so `bm25s.BM25.load(dir, mmap=True)` reads it, plus each term's
-   best score (term_max.npy) for the search's pruning.
+   best score (term_max.npy), which sets the search kernel's integer scale.
 
 A shard's top-K therefore holds the same scores one unsharded index would give, and `merge_topk`
 of the shards' top-K (ties broken by the lower doc id) is exactly the unsharded top-K.
-`ShardIndex.search` finds a shard's top-K with a numba MaxScore kernel (see "the search kernel"
-below), over many threads, returning exactly what scoring every document would.
+`ShardIndex.search` finds a shard's top-K with a cache-blocked numba kernel (see "the search
+kernel" below), over many threads, returning exactly what scoring every document would.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def build_shard_index(
     with atomic_path(out_dir, is_dir=True) as tmp:
         retriever.save(tmp, show_progress=False)
         np.save(tmp / "doc_ids.npy", post["doc_ids"])
-        # each term's best score in the shard: the upper bounds that let the search stop early
+        # each term's best score in the shard: it bounds a query's scores, for the kernel's integer scale
         np.save(tmp / "term_max.npy", np.maximum.reduceat(data, indptr[:-1]) if len(data) else np.zeros(len(local_terms), np.float32))
         write_json({**stats, "k1": k1, "b": b}, tmp / "global_stats.json")
 
@@ -214,7 +214,7 @@ class ShardIndex:
         return np.fromiter((t for q in ids for t in q), np.int32, int(ptr[-1])), ptr
 
     def search(self, queries: list[list[str]], k: int, query_ids=None, threads: int = 1, batch_size: int = 4096) -> pd.DataFrame:
-        """Top-k hits of each tokenized query, with MaxScore pruning (exact).
+        """Top-k hits of each tokenized query (exact; see "the search kernel").
 
         Queries are scored in batches of `batch_size` over `threads` threads; the result equals
         `search_exhaustive` (same float32 scores, ties to the lower doc id).
@@ -265,15 +265,25 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 
 
 # --- the search kernel ------------------------------------------------------------------------
-# MaxScore (Turtle & Flood, 1995), term at a time. Terms go by descending upper bound (their best
-# score in the shard): rare terms first, into a dense accumulator. Once the bounds of the terms
-# left sum below the k-th best partial score, no unseen document can reach the top k: the
-# candidates are fixed, and each remaining term only adds to them (a galloping search for each
-# candidate when they are few against a long list); candidates whose partial score plus the bounds
-# left falls below the k-th are dropped as they fall. The survivors are rescored exactly, adding
-# the terms in query order, so every score is bit-identical to bm25s's exhaustive float32 sum.
-# Pruning compares partial sums with a relative slack far above their float32 rounding, so it
-# never drops a document of the exact top k (ties included).
+# Exhaustive, but cache-blocked and on integers; exact by rescoring. Per query, every posting of
+# every query term is added to its document's score, as bm25s does, but the documents are taken
+# in blocks of BLOCK ids, so the accumulator (BLOCK int64s) stays in the core's L1/L2 cache
+# instead of one float per document of the shard in RAM: the scattered adds that dominate
+# bm25s's time become cache hits. Each posting adds its score quantized upwards,
+# floor(score * scale) + 1, with `scale` chosen per query so the sums are fine-grained integers:
+# the integer sum U(d) of document d then lies within m (the query's term count) above
+# scale * score(d), up to float32 rounding (relative 2**-24 per term). So every document of the
+# exact top k has U(d) >= U_k - m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U
+# seen so far; a min-heap of the k largest U gives this running gate, and each block is scanned
+# once for the documents at or above it, as it is zeroed for the next. The
+# candidates still above the final gate (typically k plus a few) are rescored exactly, adding the
+# float32 scores in query order as bm25s does, so the scores are bit-identical to its exhaustive
+# ones and ties go to the lower doc id.
+# MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried first and lost:
+# TLM's queries are long (20 keywords, ~30 terms) and the documents short, so ~60% of the
+# postings still had to be read, with a branch per posting (benchmarks/retrieval.py).
+
+BLOCK = 1 << 14
 
 
 @numba.njit(cache=True, nogil=True)
@@ -337,139 +347,92 @@ def _gallop(indices, lo, hi, d):
 
 
 @numba.njit(cache=True, nogil=True)
-def _raise_bound(acc, heap, pos, size, k, d):
-    """Account for acc[d] having grown in the min-heap of the k best partial scores; return its size.
-
-    The heap holds distinct documents and their partial scores only grow, so its least score is a
-    lower bound of the k-th best final score at any time (pos[d]: d's place in the heap, or -1).
-    """
-    if pos[d] < 0:
-        if size < k:
-            i = size
-            size += 1
-            while i > 0 and acc[heap[(i - 1) // 2]] > acc[d]:  # sift up
-                heap[i] = heap[(i - 1) // 2]
-                pos[heap[i]] = i
-                i = (i - 1) // 2
-            heap[i], pos[d] = d, i
-            return size
-        if acc[d] <= acc[heap[0]]:
-            return size
-        pos[heap[0]] = -1
-        heap[0], pos[d] = d, 0
-    i = pos[d]
-    while True:  # sift down
-        child = 2 * i + 1
-        if child >= size:
-            break
-        if child + 1 < size and acc[heap[child + 1]] < acc[heap[child]]:
-            child += 1
-        if acc[heap[child]] >= acc[d]:
-            break
-        heap[i] = heap[child]
-        pos[heap[i]] = i
-        i = child
-    heap[i], pos[d] = d, i
+def _offer(top, size, k, u):
+    """Offer u to the min-heap `top` of the k largest integer sums; return its new size."""
+    if size < k:
+        i = size
+        top[i] = u
+        while i > 0 and top[(i - 1) // 2] > top[i]:  # sift up
+            top[i], top[(i - 1) // 2] = top[(i - 1) // 2], top[i]
+            i = (i - 1) // 2
+        return size + 1
+    if u > top[0]:
+        top[0] = u
+        i = 0
+        while True:  # sift down
+            child = 2 * i + 1
+            if child >= size:
+                break
+            if child + 1 < size and top[child + 1] < top[child]:
+                child += 1
+            if top[child] >= top[i]:
+                break
+            top[i], top[child] = top[child], top[i]
+            i = child
     return size
 
 
 @numba.njit(cache=True, nogil=True)
-def _prune(acc, cand, n, rest, theta, slack):
-    """Keep the candidates whose partial score plus `rest` can reach `theta`; zero the others' acc."""
-    kept = 0
-    for j in range(n):
-        d = cand[j]
-        if (acc[d] + rest) * (1 + slack) >= theta * (1 - slack):
-            cand[kept] = d
-            kept += 1
-        else:
-            acc[d] = 0
-    return kept
+def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand_d, cand_u, hs, hd):
+    """Top-k of one query into (hs, hd), best first; returns (hits, candidate arrays).
 
-
-@numba.njit(cache=True, nogil=True)
-def _search_query(terms, data, indices, indptr, term_max, k, acc, cand, pos, hs, hd):
-    """Top-k of one query into (hs, hd), best first; returns the number of hits.
-
-    `acc` (one float32 per document) must be all zero and `pos` all -1; both are left so.
+    `acc` (BLOCK int64s) must be all zero and is left so; the candidate arrays grow when full.
     """
     m = len(terms)
     if m == 0 or k == 0:
-        return 0
-    slack = (m + 2) * 2.0**-20  # relative float32 rounding of an m-term sum is below m * 2**-24
-    bound = np.empty(m)
+        return 0, cand_d, cand_u
+    bound = 0.0
     for s in range(m):
-        bound[s] = term_max[terms[s]]
-    order = np.argsort(-bound)
-    rest = bound.sum()
-    heap = np.empty(k, np.int32)
-    # phase 1: whole posting lists, until documents not yet seen cannot reach the top k
-    n, size, i, theta = 0, 0, 0, np.float32(0)  # theta: the heap's least score once it holds k
-    while i < m:
-        t = terms[order[i]]
-        for p in range(indptr[t], indptr[t + 1]):
-            d = indices[p]
-            if acc[d] == 0:
-                cand[n] = d
+        bound += term_max[terms[s]]
+    scale = np.float32((2.0**40) / max(bound, 1e-30))  # U stays below 2**41 + m: no int64 overflow
+    cur = np.empty(m, np.int64)  # each term's next posting
+    for s in range(m):
+        cur[s] = indptr[terms[s]]
+    top = np.empty(k, np.int64)
+    size, n, gate = 0, 0, np.int64(1)  # a document is a candidate while U >= gate
+    for base in range(0, num_docs, BLOCK):
+        end_doc = min(base + BLOCK, num_docs)
+        for s in range(m):
+            p, end = cur[s], indptr[terms[s] + 1]
+            while p < end and indices[p] < end_doc:
+                acc[indices[p] - base] += np.int64(data[p] * scale) + 1
+                p += 1
+            cur[s] = p
+        for j in range(end_doc - base):
+            u = acc[j]
+            if u >= gate:
+                if n == len(cand_d):
+                    cand_d = np.concatenate((cand_d, np.empty_like(cand_d)))
+                    cand_u = np.concatenate((cand_u, np.empty_like(cand_u)))
+                cand_d[n], cand_u[n] = base + j, u
                 n += 1
-            acc[d] += data[p]
-            if size < k or acc[d] > theta:  # (a document in the heap was >= theta, so is > now)
-                size = _raise_bound(acc, heap, pos, size, k, d)
-                theta = acc[heap[0]] if size == k else theta
-        rest -= bound[order[i]]
-        i += 1
-        if size == k and rest * (1 + slack) < theta * (1 - slack):
-            break
-    # phase 2: the remaining terms only add to the candidates that can still reach the top k
-    while True:
-        n = _prune(acc, cand, n, rest, theta, slack)
-        if i == m:
-            break
-        t = terms[order[i]]
-        p, end = indptr[t], indptr[t + 1]
-        if 16 * n < end - p:  # few candidates, long list: search for them instead of reading it all
-            cand[:n] = np.sort(cand[:n])  # (pruning keeps the order)
-            for j in range(n):
-                p = _gallop(indices, p, end, cand[j])
-                if p == end:
-                    break
-                if indices[p] == cand[j]:
-                    acc[cand[j]] += data[p]
-                    size = _raise_bound(acc, heap, pos, size, k, cand[j])
-                    theta = acc[heap[0]] if size == k else theta
-        else:
-            for p in range(p, end):
-                d = indices[p]
-                if acc[d] > 0:
-                    acc[d] += data[p]
-                    if size < k or acc[d] > theta:
-                        size = _raise_bound(acc, heap, pos, size, k, d)
-                        theta = acc[heap[0]] if size == k else theta
-        rest -= bound[order[i]]
-        i += 1
-    for j in range(size):
-        pos[heap[j]] = -1
-    # exact float32 scores of the survivors, terms added in query order as bm25s does
-    survivors = np.sort(cand[:n])
-    exact = np.zeros(n, np.float32)
+                size = _offer(top, size, k, u)
+                if size == k:  # slack: m for the +1s, a relative 2**-24 per term for float32 rounding
+                    gate = max(gate, top[0] - m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
+            acc[j] = 0
+    # the survivors' exact float32 scores, terms added in query order as bm25s does
+    kept = 0
+    for j in range(n):
+        if cand_u[j] >= gate:
+            cand_d[kept] = cand_d[j]
+            kept += 1
+    exact = np.zeros(kept, np.float32)
     for s in range(m):
-        t = terms[s]
-        p, end = indptr[t], indptr[t + 1]
-        for j in range(n):
-            p = _gallop(indices, p, end, survivors[j])
+        p, end = indptr[terms[s]], indptr[terms[s] + 1]
+        for j in range(kept):
+            p = _gallop(indices, p, end, cand_d[j])
             if p == end:
                 break
-            if indices[p] == survivors[j]:
+            if indices[p] == cand_d[j]:
                 exact[j] += data[p]
     hits = 0
-    for j in range(n):
-        acc[survivors[j]] = 0
-        hits = _heap_push(hs, hd, hits, k, exact[j], np.int64(survivors[j]))
+    for j in range(kept):
+        hits = _heap_push(hs, hd, hits, k, exact[j], np.int64(cand_d[j]))
     for j in range(hits - 1, 0, -1):  # heapsort: the worst hit goes to the back
         hs[0], hs[j] = hs[j], hs[0]
         hd[0], hd[j] = hd[j], hd[0]
         _heap_sift_down(hs, hd, 0, j)
-    return hits
+    return hits, cand_d, cand_u
 
 
 @numba.njit(cache=True, parallel=True)
@@ -480,14 +443,15 @@ def _search_batch(terms, ptr, data, indices, indptr, term_max, num_docs, k, work
     scores = np.zeros((nq, k), np.float32)
     counts = np.zeros(nq, np.int64)
     for w in numba.prange(workers):
-        # one accumulator per worker, reused: it is zero again after every query
-        acc = np.zeros(num_docs, np.float32)
-        cand = np.empty(num_docs, np.int32)
-        pos = np.full(num_docs, -1, np.int32)
+        acc = np.zeros(BLOCK, np.int64)  # per worker, reused: it is zero again after every query
+        cand_d = np.empty(max(4 * k, 1024), np.int32)
+        cand_u = np.empty(max(4 * k, 1024), np.int64)
         hs = np.empty(k, np.float32)
         hd = np.empty(k, np.int64)
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
-            n = _search_query(terms[ptr[q] : ptr[q + 1]], data, indices, indptr, term_max, k, acc, cand, pos, hs, hd)
+            n, cand_d, cand_u = _search_query(
+                terms[ptr[q] : ptr[q + 1]], data, indices, indptr, term_max, num_docs, k, acc, cand_d, cand_u, hs, hd
+            )
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
             counts[q] = n
