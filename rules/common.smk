@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 
 from tlm.config import run_settings
+from tlm.io import TLMInputError
+from tlm.model import pretrained_dir
 
 
 TASKS = list(config["tasks"])
@@ -12,6 +14,7 @@ RUNS = list(config["runs"])
 SEEDS = config["seeds"]
 TLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tlm"]
 TFIDF_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tfidf"]
+PLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "plm"]
 
 
 wildcard_constraints:
@@ -98,13 +101,15 @@ def tokens_max_length(wildcards):
 
 def stage_settings(stage):
     """The settings one training stage of run {run}, seed {seed} depends on (its rule's params)."""
-    keep = {"stage1": ("model", "stage1", "trainer", "seed", "external"), "stage2": ("model", "stage2", "trainer", "seed")}[stage]
+    keep = {"stage1": ("model", "stage1", "trainer", "seed", "external"), "stage2": ("model", "stage2", "trainer", "seed", "pretrained")}[stage]
     return lambda wc: {k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep}
 
 
 def stage_dirs(task, run, seed):
-    """The checkpoints behind a run's metrics: stage 1, and stage 2 unless the run skips it."""
-    stages = ["stage1"] if config["runs"][run]["skip_stage2"] else ["stage1", "stage2"]
+    """The checkpoints behind a run's metrics: stage 1, and stage 2 unless the run skips it (a plm
+    run has only its fine-tuning, which is stage 2)."""
+    spec = config["runs"][run]
+    stages = ["stage2"] if spec["kind"] == "plm" else ["stage1"] if spec["skip_stage2"] else ["stage1", "stage2"]
     return [f"results/models/{task}/{run}/seed{seed}/{s}" for s in stages]
 
 
@@ -116,3 +121,18 @@ def one_of(names):
     """A wildcard constraint matching exactly these names (a rule only for some runs)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
+
+
+def plm_checkpoint(wildcards):
+    """The local pretrained checkpoint directory of plm run {run}."""
+    try:
+        return str(pretrained_dir(config["runs"][wildcards.run]["pretrained"]))
+    except TLMInputError as e:
+        raise WorkflowError(str(e).replace("runs.*.", f"runs.{wildcards.run}.")) from None
+
+
+def test_tokens(wildcards):
+    """A run's tokenized test split: the task's vocabulary, or a plm run's own."""
+    if config["runs"][wildcards.run]["kind"] == "plm":
+        return f"results/models/{wildcards.task}/{wildcards.run}/tokens/test"
+    return f"results/models/{wildcards.task}/tokens/test"

@@ -5,15 +5,16 @@
 rule evaluate:
     input:
         stages=trained_stages,
-        tokens="results/models/{task}/tokens/test",
+        tokens=test_tokens,
         external=external_data,
     output:
         "results/metrics/{task}/{run}/seed{seed}.json",
     params:
         precision=config["trainer"]["precision"],
         max_rank=max_rank,
+        pretraining=lambda wc: config["runs"][wc.run].get("pretraining"),
     wildcard_constraints:
-        run=one_of(TLM_RUNS),
+        run=one_of(TLM_RUNS + PLM_RUNS),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=min(config["resources"]["gpu"], 1),
@@ -57,7 +58,7 @@ rule summarize:
 rule plot_task:
     input:
         summary="results/summary.csv",
-        stages=lambda wc: [d for run in TLM_RUNS for seed in SEEDS for d in stage_dirs(wc.task, run, seed)],
+        stages=lambda wc: [d for run in TLM_RUNS + PLM_RUNS for seed in SEEDS for d in stage_dirs(wc.task, run, seed)],
     output:
         quality=report("results/plots/{task}/quality_vs_flops.png", caption="../report/quality_vs_flops.rst", category="Quality and cost", subcategory="{task}"),
         curves=report("results/plots/{task}/training_curves.png", caption="../report/training_curves.rst", category="Training", subcategory="{task}"),

@@ -45,6 +45,8 @@ rule train_stage1:
         external=external_tokens,
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage1"),
+    wildcard_constraints:
+        run=one_of(TLM_RUNS),
     params:
         settings=stage_settings("stage1"),
     threads: config["resources"]["train_threads"]
@@ -67,6 +69,8 @@ rule train_stage2:
         tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),
+    wildcard_constraints:
+        run=one_of(TLM_RUNS),
     params:
         settings=stage_settings("stage2"),
     threads: config["resources"]["train_threads"]
@@ -77,6 +81,55 @@ rule train_stage2:
     log:
         log="logs/train_stage2/{task}/{run}/seed{seed}.log",
         csv="logs/train_stage2/{task}/{run}/seed{seed}.csv",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/train_stage.py"
+
+
+# The plm baseline: a pretrained encoder with its own vocabulary, fine-tuned with the stage2 settings.
+
+
+rule tokenize_plm:
+    input:
+        tokenizer=plm_checkpoint,
+        texts=task_split("{split}"),
+        labels="results/tasks/{task}/labels.json",
+    output:
+        directory("results/models/{task}/{run}/tokens/{split}"),
+    wildcard_constraints:
+        run=one_of(PLM_RUNS),
+        split="train|dev|test",
+    params:
+        max_seq_length=lambda wc: run_settings(config, wc.run, 0, wc.task)["model"]["max_seq_length"],
+        with_labels=True,
+        max_rank=0,
+    log:
+        "logs/tokenize_plm/{task}/{run}/{split}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/tokenize.py"
+
+
+rule finetune_plm:
+    input:
+        tokenizer=plm_checkpoint,
+        tokens=expand("results/models/{{task}}/{{run}}/tokens/{split}", split=("train", "dev")),
+    output:
+        directory("results/models/{task}/{run}/seed{seed}/stage2"),
+    wildcard_constraints:
+        run=one_of(PLM_RUNS),
+    params:
+        settings=stage_settings("stage2"),
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["gpu"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    log:
+        log="logs/finetune_plm/{task}/{run}/seed{seed}.log",
+        csv="logs/finetune_plm/{task}/{run}/seed{seed}.csv",
     conda:
         "../envs/train.yaml"
     script:

@@ -38,10 +38,26 @@ def tiny_config(tmp):
         "seeds": [0],
         "runs": {"tlm": {"external": "bm25"}, "task_only": {"external": "none"}, "random": {"external": "random"},
                  "no_stage2": {"external": "bm25", "skip_stage2": True}, "tlm_k2": {"external": "bm25", "top_k": 2},
-                 "tfidf": {"kind": "tfidf"}},
+                 "tfidf": {"kind": "tfidf"},
+                 "plm": {"kind": "plm", "pretrained": str(tiny_pretrained_encoder(tmp / "encoder")), "pretraining": "none (random)"}},
     }
     write_config(tmp, config)
     return config
+
+
+def tiny_pretrained_encoder(path):
+    """A stand-in for a pretrained checkpoint (the real one is an optional extra): a tiny BERT and a
+    character-level WordPiece vocabulary, saved as transformers saves any checkpoint."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir()
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]))
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tokenizer.save_pretrained(path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(path)
+    return path
 
 
 def write_config(tmp, config):
@@ -109,12 +125,16 @@ def test_every_artefact_exists_with_its_schema(done):
     tfidf = json.loads((res / "metrics/demo/tfidf/seed0.json").read_text())
     assert 0 <= tfidf["test_macro_f1"] <= 1 and tfidf["train_flops"] is None
     summary = pd.read_csv(res / "summary.csv")
-    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tlm_k2", "tfidf"]
+    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tlm_k2", "tfidf", "plm"]
+    plm = json.loads((res / "metrics/demo/plm/seed0.json").read_text())
+    assert plm["stage1_steps"] == 0 and plm["stage2_steps"] == 4 and plm["train_flops"] > 0
+    assert plm["parameters"] < 100_000 and plm["pretraining"] == "none (random)"
+    assert not (res / "models/demo/plm/seed0/stage1").exists()
     k2 = json.loads((res / "metrics/demo/tlm_k2/seed0.json").read_text())
     assert k2["external_docs"] == (external.best_rank <= 2).sum() < len(external), "K ablation: S cut at rank 2"
     assert (summary.seeds == 1).all() and (summary.test_macro_f1_std == 0).all()
     md = (res / "summary.md").read_text()
-    assert "macro-F1" in md and " ± " in md
+    assert "macro-F1" in md and " ± " in md and "plm: train FLOPs count the fine-tuning only" in md
     assert (done / "logs" / "train_stage1" / "demo" / "tlm" / "seed0.log").stat().st_size > 0
 
 
@@ -128,7 +148,8 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
         cfg = yaml.safe_load(original)
         cfg["stage2"]["learning_rate"] = 5e-4
         write_config(done, cfg)
-        assert planned_rules(done) == {"train_stage2", "evaluate", "summarize", "plot_task"}  # no_stage2, tfidf kept
+        # no_stage2 and tfidf kept; plm fine-tunes with the stage2 settings
+        assert planned_rules(done) == {"train_stage2", "finetune_plm", "evaluate", "summarize", "plot_task"}
 
         cfg = yaml.safe_load(original)
         cfg["stage1"]["learning_rate"] = 5e-4
@@ -175,6 +196,15 @@ def test_missing_corpus_is_named(tmp_path):
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stdout + proc.stderr
+
+
+def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg["runs"]["plm"]["pretrained"] = "no_such_checkpoint"
+    write_config(tmp_path, cfg)
+    proc = smk(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "runs.plm.pretrained = 'no_such_checkpoint'" in out and "pip install -e '.[plm]'" in out
 
 
 def test_report_has_the_table_the_plots_and_the_retrieval_page(done):

@@ -66,10 +66,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> dict:
-    """Everything one TLM run's training depends on: the global model/stage/trainer settings, then
-    the task's overrides (the paper tunes rho1, rho2 and steps per task), then the run's, plus its
-    external data and the training seed."""
+    """Everything one TLM (or plm) run's training depends on: the global model/stage/trainer
+    settings, then the task's overrides (the paper tunes rho1, rho2 and steps per task), then the
+    run's, plus its external data, the training seed and a plm run's checkpoint."""
     base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer")}
     for layer in (config["tasks"][task] if task else {}, config["runs"][run]):
         base = deep_merge(base, {k: v for k, v in layer.items() if k in base})
-    return base | {"external": config["runs"][run]["external"], "seed": seed}
+    spec = config["runs"][run]
+    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": spec["pretrained"]} if spec["kind"] == "plm" else {})

@@ -9,7 +9,7 @@ import pandas as pd
 from tlm.data import Batches, TokenStore
 from tlm.io import atomic_path, read_json
 from tlm.metrics import classification_metrics, paper_flops
-from tlm.model import TLMModel, count_parameters
+from tlm.model import count_parameters, load_model
 from tlm.select import external_size
 from tlm.train import amp_dtype, load_tokenizer, pick_device, predict
 
@@ -19,7 +19,7 @@ def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: 
     final = Path(stage_dirs[-1])
     device = pick_device()
     tokenizer = load_tokenizer(final)
-    model = TLMModel.from_pretrained(final).to(device)
+    model = load_model(final).to(device)
     test = TokenStore.load(tokens_dir)
     batches = Batches(test, 256, tokenizer.pad_token_id, seed=0, shuffle=False,
                       max_len=model.config.max_position_embeddings, sep_id=tokenizer.sep_token_id)
@@ -39,13 +39,13 @@ def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: 
         "train_flops_6nd": paper_flops(params["total"], tokens),
         "train_tokens": tokens,
         "train_seconds": sum(s["seconds"] for s in stages.values()),
-        "stage1_steps": stages["stage1"]["steps"],
-        "stage1_external_steps": stages["stage1"]["external_steps"],
+        "stage1_steps": stages["stage1"]["steps"] if "stage1" in stages else 0,  # a plm run has stage 2 only
+        "stage1_external_steps": stages["stage1"]["external_steps"] if "stage1" in stages else 0,
         "stage2_steps": stages["stage2"]["steps"] if "stage2" in stages else 0,
         "best_step": last["best_step"],
         "external_docs": external_docs,
         "external_bytes": external_bytes,
-        "device": stages["stage1"]["device"],
+        "device": last["device"],
         "test_examples": len(test),
     }
 
@@ -91,6 +91,10 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
     shown["device"] = table["device"]
     text = ("# TLM results\n\nTest split unless marked dev; F1 and accuracy in %, mean ± std over seeds; "
             "costs are means per seed.\n\n" + markdown_table(shown))
+    if "pretraining" in runs:  # plm runs: their train FLOPs are the fine-tuning only
+        notes = runs.dropna(subset=["pretraining"]).drop_duplicates("run")
+        text += "".join(f"\n{r.run}: train FLOPs count the fine-tuning only; its pretraining, as documented: "
+                        f"{r.pretraining}\n" for r in notes.itertuples())
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
     return table

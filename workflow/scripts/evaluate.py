@@ -6,6 +6,8 @@ from tlm.smk import run
 
 def main(smk):
     metrics = evaluate_run(list(smk.input.stages), smk.input.tokens, list(smk.input.external), smk.params.precision, smk.params.max_rank)
+    if smk.params.pretraining:
+        metrics["pretraining"] = smk.params.pretraining
     logging.getLogger("tlm").info("%s", metrics)
     write_json(metrics, smk.output[0])
 

@@ -5,9 +5,10 @@ from tlm.train import data_parallel_processes, run_stage
 
 
 def main(smk):
-    stage = smk.rule.removeprefix("train_")
+    # train_stage1, train_stage2, or finetune_plm (a pretrained encoder's stage 2)
+    stage = "stage2" if smk.rule == "finetune_plm" else smk.rule.removeprefix("train_")
     tokens_dir = Path(smk.input.tokens[0]).parent
-    init = smk.input.stage1 if stage == "stage2" else None
+    init = getattr(smk.input, "stage1", None)
     external = smk.input.external[0] if stage == "stage1" and smk.input.external else None
     run_stage(stage, smk.params.settings, init or smk.input.tokenizer, tokens_dir, external, init, smk.output[0],
               smk.log.csv, world=data_parallel_processes(smk.resources.gpu))
