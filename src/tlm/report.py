@@ -37,12 +37,17 @@ def run_curves(stage_dirs: list) -> pd.DataFrame:
 
 
 def plot_quality_vs_flops(curves: pd.DataFrame, summary: pd.DataFrame, task: str, path) -> None:
-    """Dev macro-F1 against training FLOPs (log scale) while each run trains, and its final test
-    macro-F1: where, if anywhere, TLM overtakes training on the task alone."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Dev macro-F1 against training FLOPs (log scale) while each run trains (mean ± std over
+    seeds), and its final test macro-F1: where, if anywhere, TLM overtakes training on the task alone."""
+    fig, ax = plt.subplots(figsize=(8, 5))
     dev = curves.dropna(subset=["dev_macro_f1"])
-    for (run, seed), g in dev.groupby(["run", "seed"], sort=False):
-        ax.plot(g["total_flops"], 100 * g["dev_macro_f1"], marker=".", label=f"{run} {seed} (dev)")
+    # one line per run: the mean over seeds at each evaluation (same steps in every seed), ± std
+    points = dev.groupby(["run", "stage", "step"], sort=False).agg(
+        flops=("total_flops", "mean"), f1=("dev_macro_f1", "mean"), sd=("dev_macro_f1", "std"), seeds=("seed", "size"))
+    for run, g in points.reset_index().groupby("run", sort=False):
+        line, = ax.plot(g["flops"], 100 * g["f1"], marker=".", label=f"{run} (dev, {g['seeds'].max()} seeds)")
+        ax.fill_between(g["flops"], 100 * (g["f1"] - g["sd"].fillna(0)), 100 * (g["f1"] + g["sd"].fillna(0)),
+                        color=line.get_color(), alpha=0.15)
     final = summary[(summary.task == task) & summary.train_flops.notna()]
     ax.errorbar(final["train_flops"], 100 * final["test_macro_f1"], yerr=100 * final["test_macro_f1_std"], fmt="k*", ms=10, label="test (mean ± std)")
     for row in final.itertuples():
