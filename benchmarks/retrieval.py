@@ -79,9 +79,9 @@ def task_queries(n: int) -> list[list[str]]:
 # --- steps, each run in its own process ------------------------------------------------------------
 
 
-def step_build_ours(work: Path, corpus: Path) -> dict:
+def step_build_ours(work: Path, corpus: Path, processes: int) -> dict:
     start = time.perf_counter()
-    count_terms(corpus, Analyzer(**ANALYZER), work / "counts")
+    count_terms(corpus, Analyzer(**ANALYZER), work / "counts", processes=processes)
     counted = time.perf_counter()
     merge_stats([work / "counts"], work / "stats")
     build_shard_index(work / "counts", work / "stats", work / "index")
@@ -228,7 +228,11 @@ def main() -> None:
     w = str(work)
     builds = work / "builds.json"  # index builds are slow: kept across runs on the same corpus
     if not builds.exists():
-        builds.write_text(json.dumps({"build_ours": run_step(["build_ours", w, str(corpus)]), "build_bm25s": run_step(["build_bm25s", w, str(corpus)])}))
+        builds.write_text(json.dumps({
+            "build_ours": run_step(["build_ours", w, str(corpus), "1"]),
+            f"build_ours_{args.threads}": run_step(["build_ours", w, str(corpus), str(args.threads)]),
+            "build_bm25s": run_step(["build_bm25s", w, str(corpus)]),
+        }))
     res.update(json.loads(builds.read_text()))
     res["index_mb"] = sum(f.stat().st_size for f in (work / "index").iterdir()) / 2**20
     print(json.dumps(res, indent=1), flush=True)
@@ -258,7 +262,7 @@ def main() -> None:
 def _dispatch(step: list[str]) -> dict:
     name, work, *rest = step
     if name == "build_ours":
-        return step_build_ours(Path(work), Path(rest[0]))
+        return step_build_ours(Path(work), Path(rest[0]), int(rest[1]))
     if name == "build_bm25s":
         return step_build_bm25s(Path(work), Path(rest[0]))
     if name == "search":
@@ -273,7 +277,9 @@ def render(res: dict, args) -> str:
     ours1, oursn = res["ours-1"]["qps"], res[f"ours-{t}"]["qps"]
     bo, bb = res["build_ours"], res["build_bm25s"]
     rows = [
-        ("index build time (from text)", f"{bo['seconds']:.1f} s", f"bm25s tokenize+index {bb['seconds']:.1f} s", bb["seconds"] / bo["seconds"]),
+        ("index build time (from text), 1 process", f"{bo['seconds']:.1f} s", f"bm25s tokenize+index {bb['seconds']:.1f} s", bb["seconds"] / bo["seconds"]),
+        (f"index build time, {t} processes", f"{res[f'build_ours_{t}']['seconds']:.1f} s", "bm25s (one thread tokenizes)",
+         bb["seconds"] / res[f"build_ours_{t}"]["seconds"]),
         ("index build peak memory", f"{bo['peak_rss_mb']:.0f} MB", f"bm25s {bb['peak_rss_mb']:.0f} MB", bb["peak_rss_mb"] / bo["peak_rss_mb"]),
         ("queries/s, 1 thread", f"{ours1:.0f}", f"bm25s numba {res['bm25s-numba-1']['qps']:.1f}", ours1 / res["bm25s-numba-1"]["qps"]),
         ("queries/s, 1 thread", f"{ours1:.0f}", f"bm25s numpy {res['bm25s-numpy-1']['qps']:.1f}", ours1 / res["bm25s-numpy-1"]["qps"]),

@@ -11,6 +11,7 @@ rule count_terms:
         analyzer=analyzer_params(),
     log:
         "logs/count_terms/{shard}.log",
+    threads: config["resources"]["index_threads"]
     resources:
         mem_mb=4000,
     conda:

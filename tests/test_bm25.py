@@ -171,6 +171,18 @@ def test_edge_case_queries(tmp_path, demo_corpus_texts):
     assert long_hits.iloc[0].doc_id == texts.index(longest)
 
 
+def test_count_terms_in_worker_processes_gives_the_same_postings(tmp_path, demo_corpus_texts):
+    shard = tmp_path / "shard.parquet"
+    pq.write_table(pa.table({"doc_id": range(len(demo_corpus_texts)), "text": demo_corpus_texts}, schema=SHARD_SCHEMA), shard)
+    analyzer = Analyzer(stemmer="english")
+    count_terms(shard, analyzer, tmp_path / "one", batch_size=250)
+    count_terms(shard, analyzer, tmp_path / "three", batch_size=250, processes=3)
+    one, three = np.load(tmp_path / "one/postings.npz"), np.load(tmp_path / "three/postings.npz")
+    for key in one.files:
+        np.testing.assert_array_equal(one[key], three[key])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one/terms.parquet"), pd.read_parquet(tmp_path / "three/terms.parquet"))
+
+
 def test_analyzer_options():
     assert Analyzer()("The Cats and the Dogs") == ["cats", "dogs"]
     assert Analyzer(stopwords="none", lowercase=False)("The Cats") == ["The", "Cats"]

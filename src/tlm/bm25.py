@@ -17,9 +17,12 @@ kernel" below), over many threads, returning exactly what scoring every document
 
 from __future__ import annotations
 
+import itertools
 import logging
+import multiprocessing
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,27 +85,29 @@ class _TermIds(dict):
         return term
 
 
-def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batch_size: int = 65_536) -> dict:
-    """Tokenize one corpus shard: postings (doc, term, tf) with a local vocabulary, and local df."""
-    term_ids = _TermIds(analyzer)
+def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batch_size: int = 65_536, processes: int = 1) -> dict:
+    """Tokenize one corpus shard: postings (doc, term, tf) with a local vocabulary, and local df.
+
+    Batches of documents are tokenized in `processes` worker processes (Python's tokenizing holds
+    the GIL), a few at a time so memory stays bounded; term ids are given in order of first
+    appearance whatever the number of processes, so the output is the same.
+    """
+    vocab: dict[str, int] = {}
     doc_ids, doc_len, term, tf = ([np.zeros(0, np.int64)] for _ in range(4))
     ptr = [np.zeros(1, np.int64)]
-    for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_size, columns=["doc_id", "text"]):
-        doc_ids.append(batch.column(0).to_numpy())
-        ids, n_words = [], []
-        for text in batch.column(1).to_pylist():
-            words = analyzer.words(text)
-            n_words.append(len(words))
-            ids.extend(map(term_ids.__getitem__, words))
-        ids = np.asarray(ids, np.int64)
-        doc = np.repeat(np.arange(len(n_words), dtype=np.int64), n_words)[ids >= 0]
-        # one sort of (doc, term) keys gives every document's distinct terms and their frequencies
-        keys, counts = np.unique((doc << 32) | ids[ids >= 0], return_counts=True)
-        doc_len.append(np.bincount(doc, minlength=len(n_words)))
-        ptr.append(ptr[-1][-1] + np.searchsorted(keys >> 32, np.arange(1, len(n_words) + 1)))
-        term.append(keys & 0xFFFFFFFF)
-        tf.append(counts)
-    vocab = term_ids.vocab
+    batches = pq.ParquetFile(shard).iter_batches(batch_size=batch_size, columns=["doc_id", "text"])
+    _init_worker(analyzer)  # this process's batches (processes=1), or what forked workers inherit
+    pool = multiprocessing.get_context("fork").Pool(processes) if processes > 1 else nullcontext()
+    with pool:
+        while wave := list(itertools.islice(batches, 2 * processes)):
+            texts = [batch.column(1).to_pylist() for batch in wave]
+            for batch, (words, lengths, ends, local_term, counts) in zip(wave, (pool.map if processes > 1 else map)(_count_batch, texts)):
+                remap = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+                doc_ids.append(batch.column(0).to_numpy())
+                doc_len.append(lengths)
+                ptr.append(ptr[-1][-1] + ends)
+                term.append(remap[local_term])
+                tf.append(counts)
     doc_ids, doc_len, ptr, term, tf = (np.concatenate(x) for x in (doc_ids, doc_len, ptr, term, tf))
     df = np.bincount(term, minlength=len(vocab))
     out_dir = Path(out_dir)
@@ -120,6 +125,31 @@ def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batc
         meta = {"num_docs": len(doc_ids), "total_len": int(doc_len.sum())}
         write_json(meta, tmp / "counts.json")
     return meta
+
+
+_analyzer: Analyzer | None = None  # the analyzer of count_terms' worker processes (and of the parent)
+
+
+def _init_worker(analyzer: Analyzer) -> None:
+    global _analyzer
+    _analyzer = analyzer
+
+
+def _count_batch(texts: list[str]):
+    """One batch's postings with a batch-local vocabulary: (terms in order of first appearance,
+    document lengths, each document's end in the postings, local term ids, term frequencies)."""
+    term_ids = _TermIds(_analyzer)
+    ids, n_words = [], []
+    for text in texts:
+        words = _analyzer.words(text)
+        n_words.append(len(words))
+        ids.extend(map(term_ids.__getitem__, words))
+    ids = np.asarray(ids, np.int64)
+    doc = np.repeat(np.arange(len(n_words), dtype=np.int64), n_words)[ids >= 0]
+    # one sort of (doc, term) keys gives every document's distinct terms and their frequencies
+    keys, counts = np.unique((doc << 32) | ids[ids >= 0], return_counts=True)
+    ends = np.searchsorted(keys >> 32, np.arange(1, len(n_words) + 1))
+    return list(term_ids.vocab), np.bincount(doc, minlength=len(n_words)), ends, keys & 0xFFFFFFFF, counts
 
 
 def merge_stats(count_dirs: list[str | Path], out_dir: str | Path) -> dict:
