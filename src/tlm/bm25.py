@@ -298,8 +298,7 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # Exhaustive, but cache-blocked and on integers; exact by rescoring. Per query, every posting of
 # every query term is added to its document's score, as bm25s does, but the documents are taken
 # in blocks of BLOCK ids, so the accumulator (BLOCK int32s) stays in the core's L1/L2 cache
-# instead of one float per document of the shard in RAM: the scattered adds that dominate
-# bm25s's time become cache hits. Each posting adds its score quantized upwards,
+# instead of one float per document of the shard (the scattered adds are cache hits). Each posting adds its score quantized upwards,
 # floor(score * scale) + 1, with `scale` chosen per query so the sums are fine-grained integers:
 # the integer sum U(d) of document d then lies within m (the query's term count) above
 # scale * score(d), up to float32 rounding (relative 2**-24 per term). So every document of the
@@ -311,7 +310,10 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # ones and ties go to the lower doc id.
 # MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried first and lost:
 # TLM's queries are long (20 keywords, ~30 terms) and the documents short, so ~60% of the
-# postings still had to be read, with a branch per posting (benchmarks/retrieval.py).
+# postings still had to be read, with a branch per posting; this kernel is 2.3x faster than it.
+# Measured (benchmarks/retrieval.py, 1M documents): 0.8x bm25s's numba backend, which does the
+# same work (every posting scattered into a dense float array, then a heap top-k): on these
+# queries the postings' reading and per-posting work dominate, not cache misses.
 
 BLOCK = 1 << 14
 
