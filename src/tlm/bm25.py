@@ -298,16 +298,16 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # Exhaustive, but cache-blocked and on integers; exact by rescoring. Per query, every posting of
 # every query term is added to its document's score, as bm25s does, but the documents are taken
 # in blocks of BLOCK ids, so the accumulator (BLOCK int32s) stays in the core's L1/L2 cache
-# instead of one float per document of the shard (the scattered adds are cache hits). Each posting adds its score quantized upwards,
+# instead of one float per document of the shard. Each posting adds its score quantized upwards,
 # floor(score * scale) + 1, with `scale` chosen per query so the sums are fine-grained integers:
 # the integer sum U(d) of document d then lies within m (the query's term count) above
 # scale * score(d), up to float32 rounding (relative 2**-24 per term). So every document of the
 # exact top k has U(d) >= U_k - m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U
-# seen so far; a min-heap of the k largest U gives this running gate, and each block is scanned
-# once for the documents at or above it, as it is zeroed for the next. The
-# candidates still above the final gate (typically k plus a few) are rescored exactly, adding the
-# float32 scores in query order as bm25s does, so the scores are bit-identical to its exhaustive
-# ones and ties go to the lower doc id.
+# seen so far; a min-heap of the k largest U gives this running gate, each block is scanned once
+# for the documents at or above it, then zeroed for the next. The candidates still above the
+# final gate (typically k plus a few) are rescored exactly, adding the float32 scores in query
+# order as bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to the
+# lower doc id.
 # MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried first and lost:
 # TLM's queries are long (20 keywords, ~30 terms) and the documents short, so ~60% of the
 # postings still had to be read, with a branch per posting; this kernel is 2.3x faster than it.
