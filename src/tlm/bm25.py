@@ -259,7 +259,7 @@ class ShardIndex:
         for lo in range(0, len(queries), batch_size):
             terms, ptr = self.term_ids(queries[lo : lo + batch_size])
             docs, scores, counts = _search_batch(
-                terms, ptr, sc["data"], sc["indices"], sc["indptr"], self.term_max, self.num_docs, k, threads
+                terms, ptr, sc["data"], sc["indices"].view(np.uint32), sc["indptr"], self.term_max, self.num_docs, k, threads
             )
             rank = np.arange(1, k + 1, dtype=np.int32)
             hit = rank[None, :] <= counts[:, None]
@@ -297,25 +297,25 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # --- the search kernel ------------------------------------------------------------------------
 # Exhaustive, but cache-blocked and on integers; exact by rescoring. Per query, every posting of
 # every query term is added to its document's score, as bm25s does, but the documents are taken
-# in blocks of BLOCK ids, so the accumulator (BLOCK int32s) stays in the core's L1/L2 cache
+# in blocks of BLOCK ids, so the accumulator (BLOCK int32s, 32 KiB) stays in the core's L1 cache
 # instead of one float per document of the shard. Each posting adds its score quantized upwards,
 # floor(score * scale) + 1, with `scale` chosen per query so the sums are fine-grained integers:
 # the integer sum U(d) of document d then lies within m (the query's term count) above
 # scale * score(d), up to float32 rounding (relative 2**-24 per term). So every document of the
 # exact top k has U(d) >= U_k - m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U
-# seen so far; a min-heap of the k largest U gives this running gate, each block is scanned once
-# for the documents at or above it, then zeroed for the next. The candidates still above the
-# final gate (typically k plus a few) are rescored exactly, adding the float32 scores in query
-# order as bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to the
-# lower doc id.
-# MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried first and lost:
-# TLM's queries are long (20 keywords, ~30 terms) and the documents short, so ~60% of the
-# postings still had to be read, with a branch per posting; this kernel is 2.3x faster than it.
-# Measured (benchmarks/retrieval.py, 1M documents): 0.8x bm25s's numba backend, which does the
-# same work (every posting scattered into a dense float array, then a heap top-k): on these
-# queries the postings' reading and per-posting work dominate, not cache misses.
+# seen so far; a min-heap of the k largest U gives this running gate. Within a block the gate is
+# fixed and sums only grow, so a document becomes a candidate at the posting that lifts its sum
+# to the gate, once, and no block needs a scan. The candidates still above the final gate
+# (typically k plus a few) are rescored exactly, adding the float32 scores in query order as
+# bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to the lower
+# doc id.
+# MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried and lost: TLM's
+# queries are long (20 keywords, ~30 terms) and the documents short. With the final threshold,
+# 1/3 of the postings are in "essential" lists, but then ~10^5 documents per query (1M docs)
+# pass the essential-list bound and need the other terms looked up, which costs more than
+# reading those postings. Measured limits and speed against bm25s: benchmarks/retrieval.py.
 
-BLOCK = 1 << 14
+BLOCK = 1 << 13
 
 
 @numba.njit(cache=True, nogil=True)
@@ -425,23 +425,28 @@ def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand
     size, n, gate = 0, 0, 1  # a document is a candidate while U >= gate
     for base in range(0, num_docs, BLOCK):
         end_doc = min(base + BLOCK, num_docs)
+        ubase = np.uintp(base)  # unsigned offsets: numba then checks no negative index per posting
+        first, g = n, np.int32(gate)
         for s in range(m):
             p, end = cur[s], indptr[terms[s] + 1]
             while p < end:
-                d = indices[p]
+                d = np.uintp(indices[p])
                 if d >= end_doc:
                     break
-                acc[d - base] += np.int32(data[p] * scale) + 1
+                a = acc[d - ubase]
+                u = a + np.int32(data[p] * scale) + 1
+                acc[d - ubase] = u
+                if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
+                    cand_d[n] = d
+                    n += 1
                 p += 1
             cur[s] = p
-        for j in range(end_doc - base):
-            u = acc[j]
-            if u >= gate:
-                cand_d[n], cand_u[n] = base + j, u
-                n += 1
-                size = _offer(top, size, k, u)
-                if size == k:  # slack: m for the +1s, a relative 2**-24 per term for float32 rounding
-                    gate = max(gate, top[0] - m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
+        for j in range(first, n):  # the block's candidates, with their full sums
+            u = acc[np.uintp(cand_d[j]) - ubase]
+            cand_u[j] = u
+            size = _offer(top, size, k, u)
+            if size == k:  # slack: m for the +1s, a relative 2**-24 per term for float32 rounding
+                gate = max(gate, top[0] - m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
         acc[: end_doc - base] = 0
     # the survivors' exact float32 scores, terms added in query order as bm25s does
     kept = 0
@@ -449,6 +454,7 @@ def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand
         if cand_u[j] >= gate:
             cand_d[kept] = cand_d[j]
             kept += 1
+    cand_d[:kept].sort()  # in doc order, for the galloping below
     exact = np.zeros(kept, np.float32)
     for s in range(m):
         p, end = indptr[terms[s]], indptr[terms[s] + 1]
