@@ -330,11 +330,11 @@ def render(res: dict, args) -> str:
         "Where the time goes. Neither kernel skips postings (long queries on short documents leave",
         "nothing to prune, see src/tlm/bm25.py), so both read every posting of every query term:",
         f"{per_query:,.0f} per query. One thread scores {rate['ours'] / 1e6:.0f} M postings/s (bm25s numba",
-        f"{rate['bm25s-numba'] / 1e6:.0f} M/s), streaming {8 * rate['ours'] / 1e9:.2f} GB/s of postings (4-byte doc id + 4-byte",
-        f"score) where one thread copies {res['copy_gb_s']:.1f} GB/s. Reading those postings alone (summing them,",
-        f"scoring nothing) runs at {res['ours-1']['read_only_qps']:.0f} queries/s on one thread",
-        f"({res['ours-1']['read_only_qps'] / res['bm25s-numba-1']['qps']:.1f}x bm25s numba); the rest of each kernel's time is adding every",
-        "posting into its document's sum.",
+        f"{rate['bm25s-numba'] / 1e6:.0f} M/s), streaming {6 * rate['ours'] / 1e9:.2f} GB/s of postings (4-byte doc id + 2-byte",
+        f"impact; bm25s reads a 4-byte float score) where one thread copies {res['copy_gb_s']:.1f} GB/s. Reading the",
+        "postings as bm25s stores them (doc id + float score) alone, summing them and scoring nothing, runs at",
+        f"{res['ours-1']['read_only_qps']:.0f} queries/s on one thread ({res['ours-1']['read_only_qps'] / res['bm25s-numba-1']['qps']:.1f}x bm25s numba);"
+        " the rest of each kernel's time is adding every posting into its document's sum.",
         f"Index build: count_terms (Python regex tokenization, stemming) takes {bo['count_terms_seconds']:.1f} of {bo['seconds']:.1f} s.",
         "",
         f"RAKE keyword extraction: {res['keywords_per_s']:,.0f} task texts/s on one thread "

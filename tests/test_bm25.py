@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlm.bm25 import BLOCK, Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, merge_topk, search_shard, top_k
+from tlm.bm25 import BLOCK, Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, merge_topk, quantize_impacts, search_shard, top_k
 from tlm.io import TLMInputError
 from tlm.corpus import SHARD_SCHEMA
 
@@ -127,7 +127,8 @@ def test_search_across_kernel_blocks_with_mass_ties(tmp_path):
         texts[i] = "w1 w2 w3"  # identical documents: identical scores
     [index_dir] = build(tmp_path, texts, 1, Analyzer(stopwords="none"))
     index = ShardIndex(index_dir)
-    queries = [["w1", "w2", "w3"], ["w1"], list(rng.choice(vocab, 30)), ["w299", "w7", "w1", "w1"]]
+    # the last query is so long (40,000 terms) that the kernel shifts the impacts to fit int32 sums
+    queries = [["w1", "w2", "w3"], ["w1"], list(rng.choice(vocab, 30)), ["w299", "w7", "w1", "w1"], list(rng.choice(vocab, 40_000))]
     for k in (1, 50, 3000):
         reference = index.search_exhaustive(queries, k)
         pd.testing.assert_frame_equal(index.search(queries, k), reference)
@@ -146,10 +147,16 @@ def test_threads_and_batches_give_the_single_threaded_result(tmp_path, demo_corp
         pd.testing.assert_frame_equal(search_shard(d, queries, 20, threads=2), one)
 
 
-def test_an_index_without_term_maxima_gets_a_clear_error(tmp_path, demo_corpus_texts):
+def test_impacts_round_scores_up_by_less_than_one_unit():
+    scores = np.random.default_rng(0).uniform(1e-4, 30, 100_000).astype(np.float32)
+    excess = quantize_impacts(scores) - scores.astype(np.float64) * (65534 / float(scores.max()))
+    assert excess.min() > 0 and excess.max() <= 1
+
+
+def test_an_index_without_impacts_gets_a_clear_error(tmp_path, demo_corpus_texts):
     [index_dir] = build(tmp_path, demo_corpus_texts[:20], 1)
-    (index_dir / "term_max.npy").unlink()
-    with pytest.raises(TLMInputError, match="term_max.npy.*Fix: rebuild"):
+    (index_dir / "impacts.npy").unlink()
+    with pytest.raises(TLMInputError, match="impacts.npy.*Fix: rebuild"):
         search_shard(index_dir, [["linux"]], 5)
 
 

@@ -6,8 +6,8 @@ scores are not comparable. Here indexing is three steps (each a Snakemake job):
 1. `count_terms` (per shard): tokenize once, keep the postings (term, tf) and each term's local df;
 2. `merge_stats` (once): global df, document count and average length from all shards' counts;
 3. `build_shard_index` (per shard): BM25 (Lucene variant, as bm25s) with the GLOBAL statistics,
-   saved in bm25s's own format so `bm25s.BM25.load(dir, mmap=True)` reads it, plus each term's
-   best score (term_max.npy), which sets the search kernel's integer scale.
+   saved in bm25s's own format so `bm25s.BM25.load(dir, mmap=True)` reads it, plus every
+   posting's score as a 16-bit integer (impacts.npy), which the search kernel adds up.
 
 A shard's top-K therefore holds the same scores one unsharded index would give, and `merge_topk`
 of the shards' top-K (ties broken by the lower doc id) is exactly the unsharded top-K.
@@ -204,9 +204,16 @@ def build_shard_index(
     with atomic_path(out_dir, is_dir=True) as tmp:
         retriever.save(tmp, show_progress=False)
         np.save(tmp / "doc_ids.npy", post["doc_ids"])
-        # each term's best score in the shard: it bounds a query's scores, for the kernel's integer scale
-        np.save(tmp / "term_max.npy", np.maximum.reduceat(data, indptr[:-1]) if len(data) else np.zeros(len(local_terms), np.float32))
+        np.save(tmp / "impacts.npy", quantize_impacts(data))
         write_json({**stats, "k1": k1, "b": b}, tmp / "global_stats.json")
+
+
+def quantize_impacts(scores: np.ndarray) -> np.ndarray:
+    """Positive scores as 16-bit integers rounded up, floor(score * S) + 1 with S = 65534 / max(scores):
+    each exceeds S * score by at most 1 (see "the search kernel")."""
+    if not len(scores):
+        return np.zeros(0, np.uint16)
+    return (np.floor(scores.astype(np.float64) * (65534.0 / float(scores.max()))) + 1).astype(np.uint16)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -224,9 +231,11 @@ class ShardIndex:
 
     def __init__(self, index_dir: str | Path):
         index_dir = Path(index_dir)
-        if not (index_dir / "term_max.npy").exists():
-            raise TLMInputError(f"{index_dir}: no term_max.npy, so not a tlm index. Fix: rebuild it with tlm (rule build_index).")
-        self.term_max = np.load(index_dir / "term_max.npy", mmap_mode="r")
+        if not (index_dir / "impacts.npy").exists():
+            raise TLMInputError(
+                f"{index_dir}: no impacts.npy, so not a tlm index of this version. Fix: rebuild it with tlm (rule build_index)."
+            )
+        self.impacts = np.load(index_dir / "impacts.npy", mmap_mode="r")
         self.retriever = bm25s.BM25.load(index_dir, mmap=True, load_corpus=False)
         self.vocab = self.retriever.vocab_dict
         self.scores = self.retriever.scores
@@ -259,7 +268,7 @@ class ShardIndex:
         for lo in range(0, len(queries), batch_size):
             terms, ptr = self.term_ids(queries[lo : lo + batch_size])
             docs, scores, counts = _search_batch(
-                terms, ptr, sc["data"], sc["indices"].view(np.uint32), sc["indptr"], self.term_max, self.num_docs, k, threads
+                terms, ptr, sc["data"], self.impacts, sc["indices"].view(np.uint32), sc["indptr"], self.num_docs, k, threads
             )
             rank = np.arange(1, k + 1, dtype=np.int32)
             hit = rank[None, :] <= counts[:, None]
@@ -298,17 +307,18 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # Exhaustive, but cache-blocked and on integers; exact by rescoring. Per query, every posting of
 # every query term is added to its document's score, as bm25s does, but the documents are taken
 # in blocks of BLOCK ids, so the accumulator (BLOCK int32s, 32 KiB) stays in the core's L1 cache
-# instead of one float per document of the shard. Each posting adds its score quantized upwards,
-# floor(score * scale) + 1, with `scale` chosen per query so the sums are fine-grained integers:
-# the integer sum U(d) of document d then lies within m (the query's term count) above
-# scale * score(d), up to float32 rounding (relative 2**-24 per term). So every document of the
-# exact top k has U(d) >= U_k - m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U
-# seen so far; a min-heap of the k largest U gives this running gate. Within a block the gate is
-# fixed and sums only grow, so a document becomes a candidate at the posting that lifts its sum
-# to the gate, once, and no block needs a scan. The candidates still above the final gate
-# (typically k plus a few) are rescored exactly, adding the float32 scores in query order as
-# bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to the lower
-# doc id.
+# instead of one float per document of the shard. What is added is the posting's 16-bit impact
+# (`quantize_impacts`, saved at build time: 2 bytes to read instead of a 4-byte float, and no
+# float work), shifted right for queries so long that the sums could overflow. Each impact is
+# within 1 of S * score for the shard's scale S, so the integer sum U(d) of document d lies within
+# m (the query's term count) of S * score(d), up to float32 rounding (relative 2**-24 per term).
+# So every document of the exact top k has U(d) >= U_k - 2m - 1 - U_k * (2m + 4) * 2**-24, where
+# U_k is the k-th largest U seen so far; a min-heap of the k largest U gives this running gate.
+# Within a block the gate is fixed and sums only grow, so a document becomes a candidate at the
+# posting that lifts its sum to the gate, once, and no block needs a scan. The candidates still
+# above the final gate (typically k plus a few) are rescored exactly, adding the float32 scores in
+# query order as bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to
+# the lower doc id.
 # MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried and lost: TLM's
 # queries are long (20 keywords, ~30 terms) and the documents short. With the final threshold,
 # 1/3 of the postings are in "essential" lists, but then ~10^5 documents per query (1M docs)
@@ -405,7 +415,7 @@ def _offer(top, size, k, u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand_d, cand_u, hs, hd):
+def _search_query(terms, data, impacts, indices, indptr, num_docs, k, acc, cand_d, cand_u, hs, hd):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
 
     `acc` (BLOCK int32s) must be all zero and is left so; the candidate arrays hold num_docs.
@@ -414,10 +424,9 @@ def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand
     m = len(terms)
     if m == 0 or k == 0:
         return 0
-    bound = 0.0
-    for s in range(m):
-        bound += term_max[terms[s]]
-    scale = np.float32(2.0**30 / max(bound, 1e-30))  # U < 2**30 (1 + 2**-20) + m: fits in int32
+    shift = 0  # impacts >> shift: U <= m * 65535 >> shift < 2**30 fits in int32 however long the query
+    while m * (65535 >> shift) >= 2**30:
+        shift += 1
     cur = np.empty(m, np.int64)  # each term's next posting
     for s in range(m):
         cur[s] = indptr[terms[s]]
@@ -434,7 +443,7 @@ def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand
                 if d >= end_doc:
                     break
                 a = acc[d - ubase]
-                u = a + np.int32(data[p] * scale) + 1
+                u = a + (impacts[p] >> shift)
                 acc[d - ubase] = u
                 if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
                     cand_d[n] = d
@@ -445,8 +454,8 @@ def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand
             u = acc[np.uintp(cand_d[j]) - ubase]
             cand_u[j] = u
             size = _offer(top, size, k, u)
-            if size == k:  # slack: m for the +1s, a relative 2**-24 per term for float32 rounding
-                gate = max(gate, top[0] - m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
+            if size == k:  # slack: 2m for the quantization, a relative 2**-24 per term for float32 rounding
+                gate = max(gate, top[0] - 2 * m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
         acc[: end_doc - base] = 0
     # the survivors' exact float32 scores, terms added in query order as bm25s does
     kept = 0
@@ -475,7 +484,7 @@ def _search_query(terms, data, indices, indptr, term_max, num_docs, k, acc, cand
 
 
 @numba.njit(cache=True, parallel=True)
-def _search_batch(terms, ptr, data, indices, indptr, term_max, num_docs, k, workers):
+def _search_batch(terms, ptr, data, impacts, indices, indptr, num_docs, k, workers):
     """Top-k (local doc index, score) of every query, best first, spread over `workers` threads."""
     nq = len(ptr) - 1
     docs = np.zeros((nq, k), np.int64)
@@ -489,7 +498,7 @@ def _search_batch(terms, ptr, data, indices, indptr, term_max, num_docs, k, work
         hd = np.empty(k, np.int64)
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
             n = _search_query(
-                terms[ptr[q] : ptr[q + 1]], data, indices, indptr, term_max, num_docs, k, acc, cand_d, cand_u, hs, hd
+                terms[ptr[q] : ptr[q + 1]], data, impacts, indices, indptr, num_docs, k, acc, cand_d, cand_u, hs, hd
             )
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
