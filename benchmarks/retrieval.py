@@ -330,8 +330,8 @@ def render(res: dict, args) -> str:
         "Where the time goes. Neither kernel skips postings (long queries on short documents leave",
         "nothing to prune, see src/tlm/bm25.py), so both read every posting of every query term:",
         f"{per_query:,.0f} per query. One thread scores {rate['ours'] / 1e6:.0f} M postings/s (bm25s numba",
-        f"{rate['bm25s-numba'] / 1e6:.0f} M/s), streaming {6 * rate['ours'] / 1e9:.2f} GB/s of postings (4-byte doc id + 2-byte",
-        f"impact; bm25s reads a 4-byte float score) where one thread copies {res['copy_gb_s']:.1f} GB/s. Reading the",
+        f"{rate['bm25s-numba'] / 1e6:.0f} M/s), streaming {4 * rate['ours'] / 1e9:.2f} GB/s of postings (2-byte doc offset + 2-byte",
+        f"impact; bm25s reads a 4-byte doc id + 4-byte score) where one thread copies {res['copy_gb_s']:.1f} GB/s. Reading the",
         "postings as bm25s stores them (doc id + float score) alone, summing them and scoring nothing, runs at",
         f"{res['ours-1']['read_only_qps']:.0f} queries/s on one thread ({res['ours-1']['read_only_qps'] / res['bm25s-numba-1']['qps']:.1f}x bm25s numba);"
         " the rest of each kernel's time is adding every posting into its document's sum.",

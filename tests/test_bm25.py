@@ -1,5 +1,6 @@
 """BM25: exact sharded search, scores against an independent reference, bm25s compatibility, edge cases."""
 
+import json
 import math
 
 import bm25s
@@ -153,10 +154,12 @@ def test_impacts_round_scores_up_by_less_than_one_unit():
     assert excess.min() > 0 and excess.max() <= 1
 
 
-def test_an_index_without_impacts_gets_a_clear_error(tmp_path, demo_corpus_texts):
+def test_an_index_of_an_older_layout_gets_a_clear_error(tmp_path, demo_corpus_texts):
     [index_dir] = build(tmp_path, demo_corpus_texts[:20], 1)
-    (index_dir / "impacts.npy").unlink()
-    with pytest.raises(TLMInputError, match="impacts.npy.*Fix: rebuild"):
+    meta = json.loads((index_dir / "global_stats.json").read_text())
+    del meta["kernel_block"]  # as written before the kernel layout existed
+    (index_dir / "global_stats.json").write_text(json.dumps(meta))
+    with pytest.raises(TLMInputError, match="not a tlm index of this version.*Fix: rebuild"):
         search_shard(index_dir, [["linux"]], 5)
 
 

@@ -6,8 +6,8 @@ scores are not comparable. Here indexing is three steps (each a Snakemake job):
 1. `count_terms` (per shard): tokenize once, keep the postings (term, tf) and each term's local df;
 2. `merge_stats` (once): global df, document count and average length from all shards' counts;
 3. `build_shard_index` (per shard): BM25 (Lucene variant, as bm25s) with the GLOBAL statistics,
-   saved in bm25s's own format so `bm25s.BM25.load(dir, mmap=True)` reads it, plus every
-   posting's score as a 16-bit integer (impacts.npy), which the search kernel adds up.
+   saved in bm25s's own format so `bm25s.BM25.load(dir, mmap=True)` reads it, plus the search
+   kernel's layout of the same postings (`save_kernel_layout`).
 
 A shard's top-K therefore holds the same scores one unsharded index would give, and `merge_topk`
 of the shards' top-K (ties broken by the lower doc id) is exactly the unsharded top-K.
@@ -178,7 +178,7 @@ def idf(df: np.ndarray, num_docs: int) -> np.ndarray:
 def build_shard_index(
     counts_dir: str | Path, stats_dir: str | Path, out_dir: str | Path, k1: float = 1.5, b: float = 0.75
 ) -> None:
-    """Score one shard's postings with global statistics; save it as a bm25s index plus term maxima."""
+    """Score one shard's postings with global statistics; save it as a bm25s index plus the kernel's layout."""
     counts_dir, stats_dir = Path(counts_dir), Path(stats_dir)
     post = np.load(counts_dir / "postings.npz")
     local_terms = pd.read_parquet(counts_dir / "terms.parquet")["term"]
@@ -204,8 +204,28 @@ def build_shard_index(
     with atomic_path(out_dir, is_dir=True) as tmp:
         retriever.save(tmp, show_progress=False)
         np.save(tmp / "doc_ids.npy", post["doc_ids"])
-        np.save(tmp / "impacts.npy", quantize_impacts(data))
-        write_json({**stats, "k1": k1, "b": b}, tmp / "global_stats.json")
+        save_kernel_layout(tmp, data, indices, indptr)
+        write_json({**stats, "k1": k1, "b": b, "kernel_block": BLOCK}, tmp / "global_stats.json")
+
+
+def save_kernel_layout(out_dir: Path, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> None:
+    """The postings as the search kernel reads them, 4 bytes each (see "the search kernel").
+
+    impacts.npy and offsets.npy: each posting's 16-bit impact (`quantize_impacts`) and its doc id
+    within its block of BLOCK documents. A run is a term's postings within one block: run_start.npy
+    (its first posting; one more entry ends the last run), run_block.npy (its block) and
+    term_runs.npy (each term's first run, one more entry ends the last term's).
+    """
+    block = indices >> BLOCK_BITS
+    new_run = np.ones(len(indices), bool)
+    new_run[1:] = block[1:] != block[:-1]
+    new_run[indptr[:-1][indptr[:-1] < len(indices)]] = True  # every term starts a run
+    starts = np.flatnonzero(new_run)
+    np.save(out_dir / "impacts.npy", quantize_impacts(data))
+    np.save(out_dir / "offsets.npy", (indices & (BLOCK - 1)).astype(np.uint16))
+    np.save(out_dir / "run_start.npy", np.append(starts, len(indices)).astype(np.int64))
+    np.save(out_dir / "run_block.npy", block[starts].astype(np.int32))
+    np.save(out_dir / "term_runs.npy", np.searchsorted(starts, indptr).astype(np.int64))
 
 
 def quantize_impacts(scores: np.ndarray) -> np.ndarray:
@@ -231,11 +251,13 @@ class ShardIndex:
 
     def __init__(self, index_dir: str | Path):
         index_dir = Path(index_dir)
-        if not (index_dir / "impacts.npy").exists():
+        meta = read_json(index_dir / "global_stats.json") if (index_dir / "global_stats.json").exists() else {}
+        if meta.get("kernel_block") != BLOCK:
             raise TLMInputError(
-                f"{index_dir}: no impacts.npy, so not a tlm index of this version. Fix: rebuild it with tlm (rule build_index)."
+                f"{index_dir}: not a tlm index of this version (no search-kernel layout for blocks of {BLOCK} documents). "
+                "Fix: rebuild it with tlm (rule build_index)."
             )
-        self.impacts = np.load(index_dir / "impacts.npy", mmap_mode="r")
+        self.layout = tuple(np.load(index_dir / f"{name}.npy", mmap_mode="r") for name in KERNEL_LAYOUT)
         self.retriever = bm25s.BM25.load(index_dir, mmap=True, load_corpus=False)
         self.vocab = self.retriever.vocab_dict
         self.scores = self.retriever.scores
@@ -268,7 +290,7 @@ class ShardIndex:
         for lo in range(0, len(queries), batch_size):
             terms, ptr = self.term_ids(queries[lo : lo + batch_size])
             docs, scores, counts = _search_batch(
-                terms, ptr, sc["data"], self.impacts, sc["indices"].view(np.uint32), sc["indptr"], self.num_docs, k, threads
+                terms, ptr, *self.layout, sc["data"], sc["indices"], sc["indptr"], self.num_docs, k, threads
             )
             rank = np.arange(1, k + 1, dtype=np.int32)
             hit = rank[None, :] <= counts[:, None]
@@ -307,25 +329,29 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # Exhaustive, but cache-blocked and on integers; exact by rescoring. Per query, every posting of
 # every query term is added to its document's score, as bm25s does, but the documents are taken
 # in blocks of BLOCK ids, so the accumulator (BLOCK int32s, 32 KiB) stays in the core's L1 cache
-# instead of one float per document of the shard. What is added is the posting's 16-bit impact
-# (`quantize_impacts`, saved at build time: 2 bytes to read instead of a 4-byte float, and no
-# float work), shifted right for queries so long that the sums could overflow. Each impact is
-# within 1 of S * score for the shard's scale S, so the integer sum U(d) of document d lies within
-# m (the query's term count) of S * score(d), up to float32 rounding (relative 2**-24 per term).
-# So every document of the exact top k has U(d) >= U_k - 2m - 1 - U_k * (2m + 4) * 2**-24, where
-# U_k is the k-th largest U seen so far; a min-heap of the k largest U gives this running gate.
-# Within a block the gate is fixed and sums only grow, so a document becomes a candidate at the
-# posting that lifts its sum to the gate, once, and no block needs a scan. The candidates still
-# above the final gate (typically k plus a few) are rescored exactly, adding the float32 scores in
-# query order as bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to
-# the lower doc id.
+# instead of one float per document of the shard. The kernel reads its own copy of the postings
+# (`save_kernel_layout`): per posting a 16-bit doc offset within its block and a 16-bit impact,
+# 4 bytes instead of bm25s's 8, with no float work and no block-boundary test per posting, as
+# each term's postings come in runs, one per block. Impacts are shifted right for queries so long
+# that the sums could overflow. Each impact is within 1 of S * score for the shard's scale S, so
+# the integer sum U(d) of document d lies within m (the query's term count) of S * score(d), up
+# to float32 rounding (relative 2**-24 per term). So every document of the exact top k has
+# U(d) >= U_k - 2m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U seen so far; a
+# min-heap of the k largest U gives this running gate. Within a block the gate is fixed and sums
+# only grow, so a document becomes a candidate at the posting that lifts its sum to the gate,
+# once, and no block needs a scan. The candidates still above the final gate (typically k plus a
+# few) are rescored exactly from the bm25s postings, adding the float32 scores in query order as
+# bm25s does, so the scores are bit-identical to its exhaustive ones and ties go to the lower doc
+# id.
 # MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried and lost: TLM's
 # queries are long (20 keywords, ~30 terms) and the documents short. With the final threshold,
 # 1/3 of the postings are in "essential" lists, but then ~10^5 documents per query (1M docs)
 # pass the essential-list bound and need the other terms looked up, which costs more than
 # reading those postings. Measured limits and speed against bm25s: benchmarks/retrieval.py.
 
-BLOCK = 1 << 13
+BLOCK_BITS = 13
+BLOCK = 1 << BLOCK_BITS
+KERNEL_LAYOUT = ("impacts", "offsets", "run_start", "run_block", "term_runs")  # the files, in the kernel's argument order
 
 
 @numba.njit(cache=True, nogil=True)
@@ -415,7 +441,7 @@ def _offer(top, size, k, u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_query(terms, data, impacts, indices, indptr, num_docs, k, acc, cand_d, cand_u, hs, hd):
+def _search_query(terms, impacts, offsets, run_start, run_block, term_runs, data, indices, indptr, num_docs, k, acc, cand_d, cand_u, hs, hd):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
 
     `acc` (BLOCK int32s) must be all zero and is left so; the candidate arrays hold num_docs.
@@ -427,36 +453,34 @@ def _search_query(terms, data, impacts, indices, indptr, num_docs, k, acc, cand_
     shift = 0  # impacts >> shift: U <= m * 65535 >> shift < 2**30 fits in int32 however long the query
     while m * (65535 >> shift) >= 2**30:
         shift += 1
-    cur = np.empty(m, np.int64)  # each term's next posting
+    cur = np.empty(m, np.int64)  # each term's next run
     for s in range(m):
-        cur[s] = indptr[terms[s]]
+        cur[s] = term_runs[terms[s]]
     top = np.empty(k, np.int32)
     size, n, gate = 0, 0, 1  # a document is a candidate while U >= gate
-    for base in range(0, num_docs, BLOCK):
-        end_doc = min(base + BLOCK, num_docs)
-        ubase = np.uintp(base)  # unsigned offsets: numba then checks no negative index per posting
+    for blk in range((num_docs + BLOCK - 1) // BLOCK):
+        base = blk * BLOCK
         first, g = n, np.int32(gate)
         for s in range(m):
-            p, end = cur[s], indptr[terms[s] + 1]
-            while p < end:
-                d = np.uintp(indices[p])
-                if d >= end_doc:
-                    break
-                a = acc[d - ubase]
+            r = cur[s]
+            if r == term_runs[terms[s] + 1] or run_block[r] != blk:
+                continue  # the term has no posting in this block
+            for p in range(run_start[r], run_start[r + 1]):
+                j = np.uintp(offsets[p])  # unsigned: numba then checks no negative index per posting
+                a = acc[j]
                 u = a + (impacts[p] >> shift)
-                acc[d - ubase] = u
+                acc[j] = u
                 if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
-                    cand_d[n] = d
+                    cand_d[n] = base | offsets[p]
                     n += 1
-                p += 1
-            cur[s] = p
+            cur[s] = r + 1
         for j in range(first, n):  # the block's candidates, with their full sums
-            u = acc[np.uintp(cand_d[j]) - ubase]
+            u = acc[cand_d[j] - base]
             cand_u[j] = u
             size = _offer(top, size, k, u)
             if size == k:  # slack: 2m for the quantization, a relative 2**-24 per term for float32 rounding
                 gate = max(gate, top[0] - 2 * m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
-        acc[: end_doc - base] = 0
+        acc[:] = 0
     # the survivors' exact float32 scores, terms added in query order as bm25s does
     kept = 0
     for j in range(n):
@@ -484,7 +508,7 @@ def _search_query(terms, data, impacts, indices, indptr, num_docs, k, acc, cand_
 
 
 @numba.njit(cache=True, parallel=True)
-def _search_batch(terms, ptr, data, impacts, indices, indptr, num_docs, k, workers):
+def _search_batch(terms, ptr, impacts, offsets, run_start, run_block, term_runs, data, indices, indptr, num_docs, k, workers):
     """Top-k (local doc index, score) of every query, best first, spread over `workers` threads."""
     nq = len(ptr) - 1
     docs = np.zeros((nq, k), np.int64)
@@ -498,7 +522,8 @@ def _search_batch(terms, ptr, data, impacts, indices, indptr, num_docs, k, worke
         hd = np.empty(k, np.int64)
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
             n = _search_query(
-                terms[ptr[q] : ptr[q + 1]], data, impacts, indices, indptr, num_docs, k, acc, cand_d, cand_u, hs, hd
+                terms[ptr[q] : ptr[q + 1]], impacts, offsets, run_start, run_block, term_runs,
+                data, indices, indptr, num_docs, k, acc, cand_d, cand_u, hs, hd,
             )
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
