@@ -116,7 +116,7 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
                   "postings_per_query": postings / len(queries), **_save(hits, work, method, threads)}
         if threads == 1:  # the ceiling of an exhaustive kernel: reading the postings, scoring nothing
             sc = index.scores
-            read_postings(terms[: ptr[50]], sc["data"], sc["indices"], sc["indptr"])  # compile
+            read_postings(terms[: ptr[min(50, len(queries))]], sc["data"], sc["indices"], sc["indptr"])  # compile
             start = time.perf_counter()
             read_postings(terms, sc["data"], sc["indices"], sc["indptr"])
             result["read_only_qps"] = len(queries) / (time.perf_counter() - start)

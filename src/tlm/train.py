@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from tlm.config import pretrained_dir
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, step_flops
-from tlm.config import pretrained_dir
 from tlm.model import PLMModel, TLMModel, make_config
 
 log = logging.getLogger(__name__)
