@@ -228,13 +228,15 @@ def train_stage(
     keep_best: bool = True,
     checkpoints: Checkpoints | None = None,
     d: Dist = Dist(),
+    device: torch.device | None = None,
 ) -> TrainResult:
     """Run one stage in place on `model`, evaluating on dev every cfg.eval_steps steps and at the end.
 
     With `keep_best`, the weights with the best dev macro-F1 are restored at the end. With
     `checkpoints`, training resumes from the newest matching checkpoint and saves new ones.
+    `device` defaults to GPU `d.rank` where there is a GPU, else the CPU.
     """
-    device = pick_device(d.rank)
+    device = device or pick_device(d.rank)
     dtype = amp_dtype(cfg.precision, device)
     model.to(device).train()
     params = [p for p in model.parameters()]
@@ -259,6 +261,8 @@ def train_stage(
         scaler.load_state_dict(state["scaler"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:  # dropout on a GPU draws from its own generator
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         task.load_state_dict(state["task"])
         if external is not None:
             external.load_state_dict(state["external"])
@@ -359,6 +363,7 @@ def train_stage(
                 checkpoints.save(step + 1, {
                     "step": step + 1, "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
                     "scaler": scaler.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "task": task.state_dict(), "external": external.state_dict() if external is not None else None,
                     "result": asdict(res), "best_f1": best_f1, "best_state": best_state,
                 })
