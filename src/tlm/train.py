@@ -354,7 +354,7 @@ def train_stage(
                 writer.writerow([
                     step + 1, "task" if on_task else "external", f"{loss_value:.4f}",
                     "" if mlm_loss is None else f"{mlm_loss:.4f}", "" if task_loss is None else f"{task_loss:.4f}",
-                    f"{sched.get_last_lr()[0]:.3e}", res.tokens, res.flops, f"{res.seconds:.1f}", dev_f1, dev_acc,
+                    f"{sched.get_last_lr()[0]:.3e}", res.tokens, res.flops, f"{res.seconds:.3f}", dev_f1, dev_acc,
                 ])
             if d.main and ((step + 1) % 100 == 0 or last):
                 log.info("step %d/%d loss %.4f  %.0f tokens/s  %.2e FLOPs", step + 1, cfg.max_steps, loss_value, res.tokens / res.seconds, res.flops)
