@@ -126,10 +126,13 @@ def test_search_across_kernel_blocks_with_mass_ties(tmp_path):
     texts = [" ".join(rng.choice(vocab, rng.integers(1, 12))) for _ in range(3 * BLOCK + 123)]
     for i in rng.choice(len(texts), 5000, replace=False):
         texts[i] = "w1 w2 w3"  # identical documents: identical scores
+    texts[-1] = "rare"  # the shard's top score: its impact is the largest, 65535
     [index_dir] = build(tmp_path, texts, 1, Analyzer(stopwords="none"))
     index = ShardIndex(index_dir)
-    # the last query is so long (40,000 terms) that the kernel shifts the impacts to fit int32 sums
-    queries = [["w1", "w2", "w3"], ["w1"], list(rng.choice(vocab, 30)), ["w299", "w7", "w1", "w1"], list(rng.choice(vocab, 40_000))]
+    # the last two queries are so long (40,000 terms) that int32 sums could overflow; the repeated
+    # term's 40,000 x 65535 does overflow them
+    queries = [["w1", "w2", "w3"], ["w1"], list(rng.choice(vocab, 30)), ["w299", "w7", "w1", "w1"], list(rng.choice(vocab, 40_000)),
+               ["rare"] * 40_000]
     for k in (1, 50, 3000):
         reference = index.search_exhaustive(queries, k)
         pd.testing.assert_frame_equal(index.search(queries, k), reference)
