@@ -205,14 +205,15 @@ def build_shard_index(
         retriever.save(tmp, show_progress=False)
         np.save(tmp / "doc_ids.npy", post["doc_ids"])
         save_kernel_layout(tmp, data, indices, indptr)
-        write_json({**stats, "k1": k1, "b": b, "kernel_block": BLOCK}, tmp / "global_stats.json")
+        write_json({**stats, "k1": k1, "b": b, "kernel": KERNEL_FORMAT}, tmp / "global_stats.json")
 
 
 def save_kernel_layout(out_dir: Path, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> None:
     """The postings as the search kernel reads them, 4 bytes each (see "the search kernel").
 
-    impacts.npy and offsets.npy: each posting's 16-bit impact (`quantize_impacts`) and its doc id
-    within its block of BLOCK documents. A run is a term's postings within one block: run_start.npy
+    postings.npy: per posting one uint32, its doc id within its block of BLOCK documents in the high
+    16 bits and its 16-bit impact (`quantize_impacts`) in the low 16 bits, so offsets ascend with
+    the words. A run is a term's postings within one block: run_start.npy
     (its first posting; one more entry ends the last run), run_block.npy (its block) and
     term_runs.npy (each term's first run, one more entry ends the last term's).
     """
@@ -221,8 +222,11 @@ def save_kernel_layout(out_dir: Path, data: np.ndarray, indices: np.ndarray, ind
     new_run[1:] = block[1:] != block[:-1]
     new_run[indptr[:-1][indptr[:-1] < len(indices)]] = True  # every term starts a run
     starts = np.flatnonzero(new_run)
-    np.save(out_dir / "impacts.npy", quantize_impacts(data))
-    np.save(out_dir / "offsets.npy", (indices & (BLOCK - 1)).astype(np.uint16))
+    postings = np.empty(len(indices), np.uint32)  # built in place: one posting-sized array at a time
+    np.bitwise_and(indices, BLOCK - 1, out=postings, casting="unsafe")
+    postings <<= 16
+    postings |= quantize_impacts(data)
+    np.save(out_dir / "postings.npy", postings)
     np.save(out_dir / "run_start.npy", np.append(starts, len(indices)).astype(np.int64))
     np.save(out_dir / "run_block.npy", block[starts].astype(np.int32))
     np.save(out_dir / "term_runs.npy", np.searchsorted(starts, indptr).astype(np.int64))
@@ -252,7 +256,7 @@ class ShardIndex:
     def __init__(self, index_dir: str | Path):
         index_dir = Path(index_dir)
         meta = read_json(index_dir / "global_stats.json") if (index_dir / "global_stats.json").exists() else {}
-        if meta.get("kernel_block") != BLOCK:
+        if meta.get("kernel") != KERNEL_FORMAT:
             raise TLMInputError(
                 f"{index_dir}: not a tlm index of this version (no search-kernel layout for blocks of {BLOCK} documents). "
                 "Fix: rebuild it with tlm (rule build_index)."
@@ -330,9 +334,9 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # every query term is added to its document's score, as bm25s does, but the documents are taken
 # in blocks of BLOCK ids, so the accumulator (BLOCK int32s, 32 KiB) stays in the core's L1 cache
 # instead of one float per document of the shard. The kernel reads its own copy of the postings
-# (`save_kernel_layout`): per posting a 16-bit doc offset within its block and a 16-bit impact,
-# 4 bytes instead of bm25s's 8, with no float work and no block-boundary test per posting, as
-# each term's postings come in runs, one per block. (Queries so long that the int32 sums could
+# (`save_kernel_layout`): per posting one 32-bit word, a 16-bit doc offset within its block and a
+# 16-bit impact, 4 bytes instead of bm25s's 8 and one stream per term, with no float work and no
+# block-boundary test per posting, as each term's postings come in runs, one per block. (Queries so long that the int32 sums could
 # overflow get int64 ones.) Each impact is within 1 of S * score for the shard's scale S, so
 # the integer sum U(d) of document d lies within m (the query's term count) of S * score(d), up
 # to float32 rounding (relative 2**-24 per term). So every document of the exact top k has
@@ -352,7 +356,8 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 BLOCK_BITS = 13
 BLOCK = 1 << BLOCK_BITS
 LONG_QUERY = 2**31 // 65536  # from this many terms on, a sum of 16-bit impacts could overflow int32
-KERNEL_LAYOUT = ("impacts", "offsets", "run_start", "run_block", "term_runs")  # the files, in the kernel's argument order
+KERNEL_LAYOUT = ("postings", "run_start", "run_block", "term_runs")  # the files, in the kernel's argument order
+KERNEL_FORMAT = {"postings": "uint32 offset << 16 | impact", "block": BLOCK}  # in global_stats.json; others are refused
 
 
 @numba.njit(cache=True, nogil=True)
@@ -442,7 +447,7 @@ def _offer(top, size, k, u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_query(terms, impacts, offsets, run_start, run_block, term_runs, data, num_docs, k, acc, cand_d, cand_u, hs, hd):
+def _search_query(terms, postings, run_start, run_block, term_runs, data, num_docs, k, acc, cand_d, cand_u, hs, hd):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
 
     `acc` (BLOCK sums) must be all zero and is left so; `cand_u` has its dtype, int32 unless the
@@ -468,12 +473,13 @@ def _search_query(terms, impacts, offsets, run_start, run_block, term_runs, data
             if r == term_runs[by_size[s] + 1] or run_block[r] != blk:
                 continue  # the term has no posting in this block
             for p in range(run_start[r], run_start[r + 1]):
-                j = np.uintp(offsets[p])  # unsigned: numba then checks no negative index per posting
+                x = postings[p]
+                j = np.uintp(x >> 16)  # unsigned: numba then checks no negative index per posting
                 a = acc[j]
-                u = a + impacts[p]
+                u = a + (x & 0xFFFF)
                 acc[j] = u
                 if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
-                    cand_d[n] = base | offsets[p]
+                    cand_d[n] = base | (x >> 16)
                     n += 1
             cur[s] = r + 1
         for j in range(first, n):  # the block's candidates, with their full sums
@@ -501,8 +507,8 @@ def _search_query(terms, impacts, offsets, run_start, run_block, term_runs, data
             if r == end:
                 break
             if run_block[r] == blk:
-                p = _gallop(offsets, run_start[r], run_start[r + 1], o)
-                if p < run_start[r + 1] and offsets[p] == o:
+                p = _gallop(postings, run_start[r], run_start[r + 1], o << 16)
+                if p < run_start[r + 1] and postings[p] >> 16 == o:
                     exact[j] += data[p]
     hits = 0
     for j in range(kept):
@@ -515,7 +521,7 @@ def _search_query(terms, impacts, offsets, run_start, run_block, term_runs, data
 
 
 @numba.njit(cache=True, parallel=True)
-def _search_batch(terms, ptr, impacts, offsets, run_start, run_block, term_runs, data, num_docs, k, workers):
+def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, data, num_docs, k, workers):
     """Top-k (local doc index, score) of every query, best first, spread over `workers` threads."""
     nq = len(ptr) - 1
     docs = np.zeros((nq, k), np.int64)
@@ -530,9 +536,9 @@ def _search_batch(terms, ptr, impacts, offsets, run_start, run_block, term_runs,
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
             query = terms[ptr[q] : ptr[q + 1]]
             if len(query) < LONG_QUERY:
-                n = _search_query(query, impacts, offsets, run_start, run_block, term_runs, data, num_docs, k, acc, cand_d, cand_u, hs, hd)
+                n = _search_query(query, postings, run_start, run_block, term_runs, data, num_docs, k, acc, cand_d, cand_u, hs, hd)
             else:  # int32 sums could overflow: int64 ones, for this query only
-                n = _search_query(query, impacts, offsets, run_start, run_block, term_runs, data, num_docs, k,
+                n = _search_query(query, postings, run_start, run_block, term_runs, data, num_docs, k,
                                   np.zeros(BLOCK, np.int64), cand_d, np.empty(num_docs, np.int64), hs, hd)
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
