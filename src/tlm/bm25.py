@@ -351,7 +351,9 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # queries are long (20 keywords, ~30 terms) and the documents short. With the final threshold,
 # 1/3 of the postings are in "essential" lists, but then ~10^5 documents per query (1M docs)
 # pass the essential-list bound and need the other terms looked up, which costs more than
-# reading those postings. Measured limits and speed against bm25s: benchmarks/retrieval.py.
+# reading those postings. Within a block, adding the other terms' postings only to documents that
+# can still reach the gate did not pay either (0.4-0.6x with that bound, no gain with tighter
+# splits). Measured limits and speed against bm25s: benchmarks/retrieval.py.
 
 BLOCK_BITS = 13
 BLOCK = 1 << BLOCK_BITS
