@@ -215,17 +215,24 @@ def save_kernel_layout(out_dir: Path, data: np.ndarray, indices: np.ndarray, ind
     16 bits and its 16-bit impact (`quantize_impacts`) in the low 16 bits, so offsets ascend with
     the words. A run is a term's postings within one block: run_start.npy
     (its first posting; one more entry ends the last run), run_block.npy (its block) and
-    term_runs.npy (each term's first run, one more entry ends the last term's).
+    term_runs.npy (each term's first run, one more entry ends the last term's). term_max.npy: each
+    term's largest impact.
     """
     block = indices >> BLOCK_BITS
     new_run = np.ones(len(indices), bool)
     new_run[1:] = block[1:] != block[:-1]
     new_run[indptr[:-1][indptr[:-1] < len(indices)]] = True  # every term starts a run
     starts = np.flatnonzero(new_run)
+    impacts = quantize_impacts(data)
+    term_max = np.zeros(len(indptr) - 1, np.uint16)
+    has = indptr[1:] > indptr[:-1]
+    if has.any():
+        term_max[has] = np.maximum.reduceat(impacts, indptr[:-1][has])
+    np.save(out_dir / "term_max.npy", term_max)
     postings = np.empty(len(indices), np.uint32)  # built in place: one posting-sized array at a time
     np.bitwise_and(indices, BLOCK - 1, out=postings, casting="unsafe")
     postings <<= 16
-    postings |= quantize_impacts(data)
+    postings |= impacts
     np.save(out_dir / "postings.npy", postings)
     np.save(out_dir / "run_start.npy", np.append(starts, len(indices)).astype(np.int64))
     np.save(out_dir / "run_block.npy", block[starts].astype(np.int32))
@@ -343,7 +350,9 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # U(d) >= U_k - 2m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U seen so far; a
 # min-heap of the k largest U gives this running gate. Within a block the gate is fixed and sums
 # only grow, so a document becomes a candidate at the posting that lifts its sum to the gate,
-# once, and no block needs a scan. The candidates still above the final gate (typically k plus a
+# once, and no block needs a scan. The terms go from the most postings to the fewest, and while
+# the largest impacts of the terms so far add up to less than the gate, no sum can reach it: those
+# postings (most of them, on long queries) are added without the test. The candidates still above the final gate (typically k plus a
 # few) are rescored exactly from bm25s's float32 scores of the same postings (found through the
 # runs), added in query order as bm25s does, so the scores are bit-identical to its exhaustive
 # ones and ties go to the lower doc id.
@@ -358,8 +367,9 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 BLOCK_BITS = 13
 BLOCK = 1 << BLOCK_BITS
 LONG_QUERY = 2**31 // 65536  # from this many terms on, a sum of 16-bit impacts could overflow int32
-KERNEL_LAYOUT = ("postings", "run_start", "run_block", "term_runs")  # the files, in the kernel's argument order
-KERNEL_FORMAT = {"postings": "uint32 offset << 16 | impact", "block": BLOCK}  # in global_stats.json; others are refused
+KERNEL_LAYOUT = ("postings", "run_start", "run_block", "term_runs", "term_max")  # the files, in the kernel's argument order
+# in global_stats.json; an index of another format is refused
+KERNEL_FORMAT = {"postings": "uint32 offset << 16 | impact", "block": BLOCK, "files": list(KERNEL_LAYOUT)}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -449,7 +459,7 @@ def _offer(top, size, k, u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_query(terms, postings, run_start, run_block, term_runs, data, num_docs, k, acc, cand_d, cand_u, hs, hd):
+def _search_query(terms, postings, run_start, run_block, term_runs, term_max, data, num_docs, k, acc, cand_d, cand_u, hs, hd):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
 
     `acc` (BLOCK sums) must be all zero and is left so; `cand_u` has its dtype, int32 unless the
@@ -465,6 +475,9 @@ def _search_query(terms, postings, run_start, run_block, term_runs, data, num_do
     order = np.argsort(run_start[term_runs[terms]] - run_start[term_runs[terms + 1]], kind="mergesort")
     by_size = terms[order]
     cur = term_runs[by_size]  # each term's next run
+    bound = np.zeros(m + 1, np.int64)  # bound[s + 1]: the largest sum terms 0..s (by size) can give
+    for s in range(m):
+        bound[s + 1] = bound[s] + term_max[by_size[s]]
     top = np.empty(k, acc.dtype)
     size, n, gate = 0, 0, 1  # a document is a candidate while U >= gate
     for blk in range((num_docs + BLOCK - 1) // BLOCK):
@@ -474,15 +487,20 @@ def _search_query(terms, postings, run_start, run_block, term_runs, data, num_do
             r = cur[s]
             if r == term_runs[by_size[s] + 1] or run_block[r] != blk:
                 continue  # the term has no posting in this block
-            for p in range(run_start[r], run_start[r + 1]):
-                x = postings[p]
-                j = np.uintp(x >> 16)  # unsigned: numba then checks no negative index per posting
-                a = acc[j]
-                u = a + (x & 0xFFFF)
-                acc[j] = u
-                if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
-                    cand_d[n] = base | (x >> 16)
-                    n += 1
+            if bound[s + 1] < gate:  # no sum can reach the gate yet: add without testing
+                for p in range(run_start[r], run_start[r + 1]):
+                    x = postings[p]
+                    acc[np.uintp(x >> 16)] += x & 0xFFFF  # unsigned: numba checks no negative index
+            else:
+                for p in range(run_start[r], run_start[r + 1]):
+                    x = postings[p]
+                    j = np.uintp(x >> 16)
+                    a = acc[j]
+                    u = a + (x & 0xFFFF)
+                    acc[j] = u
+                    if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
+                        cand_d[n] = base | (x >> 16)
+                        n += 1
             cur[s] = r + 1
         for j in range(first, n):  # the block's candidates, with their full sums
             u = acc[cand_d[j] - base]
@@ -523,7 +541,7 @@ def _search_query(terms, postings, run_start, run_block, term_runs, data, num_do
 
 
 @numba.njit(cache=True, parallel=True)
-def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, data, num_docs, k, workers):
+def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, term_max, data, num_docs, k, workers):
     """Top-k (local doc index, score) of every query, best first, spread over `workers` threads."""
     nq = len(ptr) - 1
     docs = np.zeros((nq, k), np.int64)
@@ -538,9 +556,10 @@ def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, data, n
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
             query = terms[ptr[q] : ptr[q + 1]]
             if len(query) < LONG_QUERY:
-                n = _search_query(query, postings, run_start, run_block, term_runs, data, num_docs, k, acc, cand_d, cand_u, hs, hd)
+                n = _search_query(query, postings, run_start, run_block, term_runs, term_max, data, num_docs, k,
+                                  acc, cand_d, cand_u, hs, hd)
             else:  # int32 sums could overflow: int64 ones, for this query only
-                n = _search_query(query, postings, run_start, run_block, term_runs, data, num_docs, k,
+                n = _search_query(query, postings, run_start, run_block, term_runs, term_max, data, num_docs, k,
                                   np.zeros(BLOCK, np.int64), cand_d, np.empty(num_docs, np.int64), hs, hd)
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
