@@ -265,7 +265,7 @@ class ShardIndex:
         meta = read_json(index_dir / "global_stats.json") if (index_dir / "global_stats.json").exists() else {}
         if meta.get("kernel") != KERNEL_FORMAT:
             raise TLMInputError(
-                f"{index_dir}: not a tlm index of this version (no search-kernel layout for blocks of {BLOCK} documents). "
+                f"{index_dir}: not a tlm index of this version (its search-kernel files are missing or of another format). "
                 "Fix: rebuild it with tlm (rule build_index)."
             )
         self.layout = tuple(np.load(index_dir / f"{name}.npy", mmap_mode="r") for name in KERNEL_LAYOUT)
@@ -343,19 +343,19 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # instead of one float per document of the shard. The kernel reads its own copy of the postings
 # (`save_kernel_layout`): per posting one 32-bit word, a 16-bit doc offset within its block and a
 # 16-bit impact, 4 bytes instead of bm25s's 8 and one stream per term, with no float work and no
-# block-boundary test per posting, as each term's postings come in runs, one per block. (Queries so long that the int32 sums could
-# overflow get int64 ones.) Each impact is within 1 of S * score for the shard's scale S, so
-# the integer sum U(d) of document d lies within m (the query's term count) of S * score(d), up
-# to float32 rounding (relative 2**-24 per term). So every document of the exact top k has
-# U(d) >= U_k - 2m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th largest U seen so far; a
-# min-heap of the k largest U gives this running gate. Within a block the gate is fixed and sums
-# only grow, so a document becomes a candidate at the posting that lifts its sum to the gate,
-# once, and no block needs a scan. The terms go from the most postings to the fewest, and while
-# the largest impacts of the terms so far add up to less than the gate, no sum can reach it: those
-# postings (most of them, on long queries) are added without the test. The candidates still above the final gate (typically k plus a
-# few) are rescored exactly from bm25s's float32 scores of the same postings (found through the
-# runs), added in query order as bm25s does, so the scores are bit-identical to its exhaustive
-# ones and ties go to the lower doc id.
+# block-boundary test per posting, as each term's postings come in runs, one per block. (Queries
+# so long that int32 sums could overflow get int64 ones.) Each impact is within 1 of S * score for
+# the shard's scale S, so the integer sum U(d) of document d lies within m (the query's term
+# count) of S * score(d), up to float32 rounding (relative 2**-24 per term). So every document of
+# the exact top k has U(d) >= U_k - 2m - 1 - U_k * (2m + 4) * 2**-24, where U_k is the k-th
+# largest U seen so far; a min-heap of the k largest U gives this running gate. Within a block the
+# gate is fixed and sums only grow, so a document becomes a candidate at the posting that lifts its
+# sum to the gate, once, and no block needs a scan. The terms go from the most postings to the
+# fewest, and while the largest impacts of the terms so far add up to less than the gate, no sum
+# can reach it: those postings (the common terms' many) are added without the test. The
+# candidates still above the final gate (typically k plus a few) are rescored exactly from bm25s's
+# float32 scores of the same postings (found through the runs), added in query order as bm25s
+# does, so the scores are bit-identical to its exhaustive ones and ties go to the lower doc id.
 # MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried and lost: TLM's
 # queries are long (20 keywords, ~30 terms) and the documents short. With the final threshold,
 # 1/3 of the postings are in "essential" lists, but then ~10^5 documents per query (1M docs)
