@@ -8,6 +8,8 @@ and set time and test macro-F1 beside the workflow's own run (often a CPU one).
 Reads from --models: {run}/seed{seed}/stage{1,2}/train_result.json (the settings), tokens/{train,
 dev,test} and tokens/external (the BM25 data S, for runs with external: bm25), tokenizer; from
 --metrics: {run}/seed{seed}.json (the reference). Run the demo first. Writes results/bench/train_demo.md.
+A run with its own smaller top_k (S cut to tokens/external-k{k}) is not recorded as such in its stage
+settings, so this script would train it on the whole S: give it runs that use the task's top_k.
 """
 
 from __future__ import annotations
