@@ -149,7 +149,7 @@ def read_postings(terms, data, indices, indptr):
     """Sum every posting's doc id and score of the query terms: the reading, without the scoring."""
     docs, scores = 0, 0.0
     for t in terms:
-        for p in range(indptr[t], indptr[t + 1]):
+        for p in range(np.uintp(indptr[t]), np.uintp(indptr[t + 1])):  # unsigned: no negative-index fix-up
             docs += indices[p]
             scores += data[p]
     return docs + scores

@@ -42,7 +42,7 @@ rule build_index:
     params:
         k1=config["bm25"]["k1"],
         b=config["bm25"]["b"],
-        layout=3,  # of the index files (3: the search kernel's 32-bit postings); a new one rebuilds older indexes
+        layout=4,  # of the index files (4: the search kernel's forward index); a new one rebuilds older indexes
     log:
         "logs/build_index/{shard}.log",
     resources:
