@@ -385,7 +385,8 @@ KERNEL_FORMAT = {"postings": "uint32 offset << 16 | impact", "block": BLOCK, "fi
 
 @intrinsic
 def _prefetch(typingctx, array, index):
-    """Ask the CPU to fetch array[index]'s cache line (llvm.prefetch: a read, kept in all levels)."""
+    """Ask the CPU to fetch array[index]'s cache line (llvm.prefetch: a read, kept in all levels).
+    A hint only: it never faults, so index may lie past the array's end."""
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
