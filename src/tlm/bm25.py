@@ -442,6 +442,16 @@ def _heap_push(hs, hd, n, k, s, d):
 
 
 @numba.njit(cache=True, nogil=True)
+def _find_slot(slot_term, t, mask):
+    """The slot of term t in an open-addressing table (linear probing, -1 = empty): where t is, or
+    the empty slot where it would go."""
+    h = (t * 0x9E3779B1) & mask
+    while slot_term[h] != -1 and slot_term[h] != t:
+        h = (h + 1) & mask
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
 def _offer(top, size, k, u):
     """Offer u to the min-heap `top` of the k largest integer sums; return its new size."""
     if size < k:
@@ -541,9 +551,7 @@ def _search_query(terms, postings, run_start, run_block, term_runs, term_max, do
     slot_pos = np.empty(mask + 1, np.int64)
     nxt = np.full(m, -1, np.int64)
     for s in range(m - 1, -1, -1):
-        h = (terms[s] * 0x9E3779B1) & mask
-        while slot_term[h] != -1 and slot_term[h] != terms[s]:
-            h = (h + 1) & mask
+        h = _find_slot(slot_term, terms[s], mask)
         if slot_term[h] == terms[s]:
             nxt[s] = slot_pos[h]
         slot_term[h], slot_pos[h] = terms[s], s
@@ -552,16 +560,11 @@ def _search_query(terms, postings, run_start, run_block, term_runs, term_max, do
     for j in range(kept):
         d = cand_d[j]
         for p in range(np.uintp(doc_ptr[d]), np.uintp(doc_ptr[d + 1])):
-            t = doc_terms[p]
-            h = (t * 0x9E3779B1) & mask
-            while slot_term[h] != -1:
-                if slot_term[h] == t:
-                    s = slot_pos[h]
-                    while s >= 0:
-                        score_at[s] = doc_scores[p]
-                        s = nxt[s]
-                    break
-                h = (h + 1) & mask
+            h = _find_slot(slot_term, doc_terms[p], mask)
+            s = slot_pos[h] if slot_term[h] == doc_terms[p] else -1
+            while s >= 0:  # every position of the term in the query
+                score_at[s] = doc_scores[p]
+                s = nxt[s]
         score = np.float32(0)
         for s in range(m):  # in query order; adding a 0 changes no float
             score += score_at[s]
