@@ -139,6 +139,17 @@ def test_search_across_kernel_blocks_with_mass_ties(tmp_path):
     assert (reference.doc_id >= 2 * BLOCK).any()
 
 
+def test_repeated_query_terms_count_as_often_as_they_occur(tmp_path, demo_corpus_texts):
+    """The kernel reads a repeated term once and multiplies its impacts; scores stay bm25s's sums."""
+    [index_dir] = build(tmp_path, demo_corpus_texts[:2000], 1)
+    index = ShardIndex(index_dir)
+    once, twice = index.search([["linux"], ["linux", "linux"]], 10).groupby("query_id")
+    assert len(once[1]) == 10
+    np.testing.assert_array_equal(twice[1].score.to_numpy(), 2 * once[1].score.to_numpy())
+    queries = [["library", "linux", "file", "linux", "python", "linux", "file"], ["file", "linux", "linux", "library", "python"]]
+    pd.testing.assert_frame_equal(index.search(queries, 30), index.search_exhaustive(queries, 30))
+
+
 def test_threads_and_batches_give_the_single_threaded_result(tmp_path, demo_corpus_texts):
     analyzer = Analyzer()
     dirs = build(tmp_path, demo_corpus_texts, 2)

@@ -358,7 +358,8 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # gate is fixed and sums only grow, so a document becomes a candidate at the posting that lifts its
 # sum to the gate, once, and no block needs a scan. The terms go from the most postings to the
 # fewest, and while the largest impacts of the terms so far add up to less than the gate, no sum
-# can reach it: those postings (the common terms' many) are added without the test. The
+# can reach it: those postings (the common terms' many) are added without the test. A term the
+# query repeats is read once, its impacts multiplied by its count. The
 # candidates still above the final gate (typically k plus a few) are rescored exactly from their
 # own terms (a forward index: each document's term ids and float32 scores, one contiguous read per
 # candidate instead of a search in every query term's postings), added in query order as bm25s
@@ -478,6 +479,16 @@ def _offer(top, size, k, u):
 
 
 @numba.njit(cache=True, nogil=True)
+def _distinct(terms):
+    """The distinct values of `terms`, ascending, and how often each occurs (uint32)."""
+    values = np.sort(terms)
+    keep = np.ones(len(values), np.bool_)
+    keep[1:] = values[1:] != values[:-1]
+    starts = np.append(np.flatnonzero(keep), len(values))
+    return values[keep], np.diff(starts).astype(np.uint32)
+
+
+@numba.njit(cache=True, nogil=True)
 def _search_query(terms, postings, run_start, run_block, term_runs, term_max, doc_ptr, doc_terms, doc_scores, num_docs, k,
                   acc, cand_d, cand_u, hs, hd):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
@@ -492,31 +503,37 @@ def _search_query(terms, postings, run_start, run_block, term_runs, term_max, do
         return 0
     # The block loop takes the terms with the most postings first: their small impacts rarely lift
     # a sum to the gate, so the gate test is predictable for most postings (measured 10% faster).
-    order = np.argsort(run_start[term_runs[terms]] - run_start[term_runs[terms + 1]], kind="mergesort")
-    by_size = terms[order]
+    # A term the query repeats is read once and its impacts added times its count (keyword queries
+    # repeat words across phrases: 27% of the benchmark's postings).
+    distinct, count = _distinct(terms)
+    nd = len(distinct)
+    order = np.argsort(run_start[term_runs[distinct]] - run_start[term_runs[distinct + 1]], kind="mergesort")
+    by_size = distinct[order]
+    times = count[order]
     cur = term_runs[by_size]  # each term's next run
-    bound = np.zeros(m + 1, np.int64)  # bound[s + 1]: the largest sum terms 0..s (by size) can give
-    for s in range(m):
-        bound[s + 1] = bound[s] + term_max[by_size[s]]
+    bound = np.zeros(nd + 1, np.int64)  # bound[s + 1]: the largest sum terms 0..s (by size) can give
+    for s in range(nd):
+        bound[s + 1] = bound[s] + term_max[by_size[s]] * np.int64(times[s])
     top = np.empty(k, acc.dtype)
     size, n, gate = 0, 0, 1  # a document is a candidate while U >= gate
     for blk in range((num_docs + BLOCK - 1) // BLOCK):
         base = blk * BLOCK
         first, g = n, acc.dtype.type(gate)  # the gate in the sums' own type
-        for s in range(m):
+        for s in range(nd):
             r = cur[s]
+            c = times[s]
             if r == term_runs[by_size[s] + 1] or run_block[r] != blk:
                 continue  # the term has no posting in this block
             if bound[s + 1] < gate:  # no sum can reach the gate yet: add without testing
                 for p in range(np.uintp(run_start[r]), np.uintp(run_start[r + 1])):
                     x = postings[p]
-                    acc[np.uintp(x >> 16)] += x & 0xFFFF  # unsigned: numba checks no negative index
+                    acc[np.uintp(x >> 16)] += (x & 0xFFFF) * c  # unsigned: numba checks no negative index
             else:
                 for p in range(np.uintp(run_start[r]), np.uintp(run_start[r + 1])):
                     x = postings[p]
                     j = np.uintp(x >> 16)
                     a = acc[j]
-                    u = a + (x & 0xFFFF)
+                    u = a + (x & 0xFFFF) * c
                     acc[j] = u
                     if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
                         cand_d[n] = base | (x >> 16)
