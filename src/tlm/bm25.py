@@ -359,21 +359,26 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 # sum to the gate, once, and no block needs a scan. The terms go from the most postings to the
 # fewest, and while the largest impacts of the terms so far add up to less than the gate, no sum
 # can reach it: those postings (the common terms' many) are added without the test. A term the
-# query repeats is read once, its impacts multiplied by its count. The
-# candidates still above the final gate (typically k plus a few) are rescored exactly from their
-# own terms (a forward index: each document's term ids and float32 scores, one contiguous read per
-# candidate instead of a search in every query term's postings), added in query order as bm25s
-# does, so the scores are bit-identical to its exhaustive ones and ties go to the lower doc id.
+# query repeats is read once, its impacts multiplied by its count (1.10-1.15x on the benchmark's
+# queries, whose keywords repeat words). The candidates still above the final gate (typically k
+# plus a few) are rescored exactly from their own terms (a forward index: each document's term
+# ids and float32 scores, one contiguous read per candidate instead of a search in every query
+# term's postings), added in query order as bm25s does, so the scores are bit-identical to its
+# exhaustive ones and ties go to the lower doc id.
 # Two details matter as much as the method (measured on the 1M-document benchmark): posting
 # positions are unsigned, else numba adds a negative-index fix-up to every read (1.16x), and each
 # term's next run is prefetched while the other terms' runs of the block are added (1.2x).
-# MaxScore-style pruning (skipping postings by the terms' upper bounds) was tried and lost: TLM's
-# queries are long (20 keywords, ~30 terms) and the documents short. With the final threshold,
-# 1/3 of the postings are in "essential" lists, but then ~10^5 documents per query (1M docs)
-# pass the essential-list bound and need the other terms looked up, which costs more than
-# reading those postings. Within a block, adding the other terms' postings only to documents that
-# can still reach the gate did not pay either (0.4-0.6x with that bound, no gain with tighter
-# splits). Measured limits and speed against bm25s: benchmarks/retrieval.py.
+# Pruning does not pay on TLM's queries (20 keywords or a whole text, ~36 terms) over short
+# documents; `pruning_bounds` in benchmarks/retrieval.py measures its best case (the final
+# threshold known from the start), on the synthetic 1M corpus and on the demo's real documents
+# alike. MaxScore: 38-39% of the postings are in "essential" lists, but then ~10^5 documents per
+# query (1M docs) pass the essential-list bound and need the other terms looked up, which cost
+# more than reading those postings (measured). Block-max bounds (as BMP) reach the threshold in
+# ~31% of 32-document blocks, and in 1.1-1.4% of 8-document blocks at 0.8 block maxima read per
+# posting: no saving either. Within a block, adding the other terms' postings only to documents
+# that can still reach the gate lost too (0.4-0.6x), and so did finding the candidates by a scan
+# of the block's sums after untested adds (0.7x; 1.04-1.07x only where numba vectorizes the scan,
+# which depends on inlining). Measured limits and speed against bm25s: benchmarks/retrieval.py.
 
 BLOCK_BITS = 13
 BLOCK = 1 << BLOCK_BITS
