@@ -236,8 +236,9 @@ def pruning_bounds(index: ShardIndex, queries: list[list[str]], k: int, n_sample
         bound = np.array([data[indptr[t] : indptr[t + 1]].max() for t in uniq]) * count
         by_bound = np.argsort(bound)
         essential_terms = uniq[by_bound][np.cumsum(bound[by_bound]) >= theta]
-        essential.append(df[essential_terms].sum() / df[uniq].sum())
-        postings += df[uniq].sum()
+        read = df[uniq].sum()
+        essential.append(df[essential_terms].sum() / read)
+        postings += read
         for b, (blk, bmax, bptr) in block_max.items():
             upper = np.zeros(index.num_docs // b + 1)
             for t, c in zip(uniq, count):
