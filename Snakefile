@@ -17,7 +17,12 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 from tlm.config import ConfigError, validate_config
 
 
-configfile: "config/config.yaml"
+# The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
+# demo's tasks and runs are not merged in; several files given are merged in their order).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 report: "report/workflow.rst"
@@ -39,6 +44,7 @@ include: "rules/index.smk"
 include: "rules/retrieve.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/export.smk"
 
 
 rule all:
@@ -47,6 +53,9 @@ rule all:
         "results/summary.csv",
         expand("results/plots/{task}/quality_vs_flops.png", task=TASKS),
         expand("results/report/{task}/retrieval.html", task=TASKS),
+        expand("results/models/{task}/{key[0]}/seed{key[1]}/model", task=TASKS, key=model_keys()),
+        expand("results/export/{task}", task=TASKS if model_keys() else []),
+        [f"results/predictions/{task}/{run}/seed{seed}.parquet" for task in TASKS if predict_paths(task) for run, seed in model_keys()],
     default_target: True
 
 

@@ -130,6 +130,28 @@ def plm_checkpoint(wildcards):
         raise WorkflowError(str(e).replace("runs.*.", f"runs.{wildcards.run}.")) from None
 
 
+def model_keys():
+    """(run, seed) of every trained model (tfidf runs save none)."""
+    return [(run, seed) for run in TLM_RUNS + PLM_RUNS for seed in SEEDS]
+
+
+def predict_paths(task):
+    paths = config["tasks"][task].get("predict") or []
+    return [paths] if isinstance(paths, str) else paths
+
+
+def model_info(wildcards):
+    """What a model card says of the task, the run and the corpus (sizes are read in the job)."""
+    t, spec = config["tasks"][wildcards.task], config["runs"][wildcards.run]
+    return {
+        "task": {"name": wildcards.task, "query_mode": t["query_mode"], "top_k": t["top_k"]},
+        "run": {"name": wildcards.run, "seed": int(wildcards.seed), "kind": spec["kind"], "external": spec["external"],
+                "top_k": spec.get("top_k")},
+        "corpus": {"paths": config["corpus"]["paths"]},
+        "pretrained": spec.get("pretrained"),
+    }
+
+
 def test_tokens(wildcards):
     """A run's tokenized test split: the task's vocabulary, or a plm run's own."""
     if config["runs"][wildcards.run]["kind"] == "plm":

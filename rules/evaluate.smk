@@ -8,7 +8,8 @@ rule evaluate:
         tokens=test_tokens,
         external=external_data,
     output:
-        "results/metrics/{task}/{run}/seed{seed}.json",
+        metrics="results/metrics/{task}/{run}/seed{seed}.json",
+        predictions="results/metrics/{task}/{run}/seed{seed}-test.parquet",
     params:
         precision=config["trainer"]["precision"],
         max_rank=max_rank,

@@ -43,6 +43,7 @@ rule train_stage1:
         tokenizer="results/models/{task}/tokenizer",
         tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
         external=external_tokens,
+        labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage1"),
     wildcard_constraints:
@@ -66,7 +67,9 @@ rule train_stage1:
 rule train_stage2:
     input:
         stage1="results/models/{task}/{run}/seed{seed}/stage1",
+        tokenizer="results/models/{task}/tokenizer",
         tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
+        labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),
     wildcard_constraints:
@@ -116,6 +119,7 @@ rule finetune_plm:
     input:
         tokenizer=plm_checkpoint,
         tokens=expand("results/models/{{task}}/{{run}}/tokens/{split}", split=("train", "dev")),
+        labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),
     wildcard_constraints:

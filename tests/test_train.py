@@ -32,8 +32,9 @@ def test_lr_warmup_then_linear_decay():
 
 
 def tiny_model(vocab=50, labels=3, layers=2, hidden=16, heads=2, inter=32):
-    cfg = make_config("tiny", vocab, labels, 32, 0, dropout=0.0)
+    cfg = make_config("tiny", vocab, [f"label{i}" for i in range(labels)], 32, 0, dropout=0.0)
     cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size = layers, hidden, heads, inter
+    cfg.embedding_size = hidden
     return TLMModel(cfg)
 
 
@@ -46,15 +47,15 @@ def test_step_flops_matches_a_hand_count_and_torch_flop_counter():
     mlm = 16 * 16 + 16 * 50  # transform + vocabulary projection per masked token
     head = 16 * 16 + 16 * 3
     hand = 3 * 2 * (40 * (dense + attention) + 6 * mlm + 4 * head)
-    assert step_flops(cfg, 4, 10, 6, task_head=True) == hand
+    assert step_flops(cfg, [10] * 4, 6, task_head=True) == hand
 
     ids = torch.randint(5, 50, (4, 10))
     mlm_labels = torch.full_like(ids, -100)
     mlm_labels.view(-1)[torch.arange(6) * 5] = 7
     model.config._attn_implementation = "eager"  # plain matmuls, which the counter sees
     with FlopCounterMode(display=False) as counter:
-        mlm_logits, logits = model(ids, torch.ones_like(ids), mlm_labels=mlm_labels)
-        (mlm_logits.sum() + logits.sum()).backward()
+        out = model(ids, torch.ones_like(ids), mlm_labels=mlm_labels)
+        (out.mlm_logits.sum() + out.logits.sum()).backward()
     assert counter.get_total_flops() == hand
 
 
@@ -94,7 +95,7 @@ def test_tokenizer_and_token_store(tiny_task, tmp_path):
 def run(tiny_task, tmp_path, steps=12, ckpt=None, d=Dist(), dropout=0.1, device=None, **cfg):
     tok, store, ext = tiny_task
     torch.manual_seed(0)
-    model = TLMModel(make_config("tiny", len(tok), int(store.labels.max()) + 1, 64, tok.pad_token_id, dropout))
+    model = TLMModel(make_config("tiny", len(tok), [str(i) for i in range(int(store.labels.max()) + 1)], 64, tok.pad_token_id, dropout))
     cfg = StageConfig(**{"max_steps": steps, "batch_size": 8, "learning_rate": 1e-3, "rho1": 2, "rho2": 5, "eval_steps": 6, **cfg})
     pad = tok.pad_token_id
     res = train_stage(
@@ -112,7 +113,7 @@ def test_tiny_training_run_follows_the_schedule(tiny_task, tmp_path):
     assert len(log) == 13 and log[1].split(",")[1] == "task" and log[2].split(",")[1] == "external"
     model.save_pretrained(tmp_path / "ckpt")
     again = TLMModel.from_pretrained(tmp_path / "ckpt")
-    assert again.cls.predictions.decoder.weight.data_ptr() == again.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert again.generator_lm_head.weight.data_ptr() == again.electra.embeddings.word_embeddings.weight.data_ptr()
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a.cpu(), b)
 
@@ -188,7 +189,7 @@ def test_seeds_give_different_but_reproducible_runs(tiny_task, tmp_path):
     def weights(seed, name):
         out = tmp_path / name / "stage1"
         run_stage("stage1", {**settings, "seed": seed}, tmp_path / "tok", tmp_path / "tokens", tmp_path / "tokens" / "external",
-                  None, out, tmp_path / name / "log.csv")
+                  None, [str(i) for i in range(15)], out, tmp_path / name / "log.csv")
         return TLMModel.from_pretrained(out).state_dict()
 
     a, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")

@@ -27,10 +27,15 @@ def tiny_config(tmp):
     (tmp / "task").mkdir()
     for split, n in (("train", 8), ("dev", 3), ("test", 3)):
         pd.read_parquet(DEMO / "task" / f"{split}.parquet").groupby("label").head(n).to_parquet(tmp / "task" / f"{split}.parquet")
+    # new texts to label: the test split's, as a CSV without labels and as JSON lines
+    test = pd.read_parquet(tmp / "task" / "test.parquet")
+    test[["text"]].head(30).to_csv(tmp / "task" / "new.csv", index=False)
+    test[["text"]].iloc[30:].to_json(tmp / "task" / "new.jsonl", orient="records", lines=True)
     config = {
         "corpus": {"paths": ["corpus/*.parquet", "corpus/b.jsonl.gz"], "shard_size": 900},
         "bm25": {"stemmer": "english"},
-        "tasks": {"demo": {**{s: f"task/{s}.parquet" for s in ("train", "dev", "test")}, "query_mode": "keywords", "top_k": 5}},
+        "tasks": {"demo": {**{s: f"task/{s}.parquet" for s in ("train", "dev", "test")}, "query_mode": "keywords", "top_k": 5,
+                           "predict": ["task/new.csv", "task/new.jsonl"]}},
         "tokenizer": {"vocab_size": 500},
         "model": {"preset": "tiny", "max_seq_length": 48},
         "stage1": {"max_steps": 8, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "rho1": 1, "rho2": 5},
@@ -142,6 +147,9 @@ def test_second_run_has_nothing_to_do(done):
     assert "Nothing to be done" in smk(done, "-n").stdout
 
 
+USE = ("package_model", "export_best", "predict")  # what follows a retrained model
+
+
 def test_changing_a_setting_reruns_only_what_depends_on_it(done):
     original = (done / "config.yaml").read_text()
     try:
@@ -149,19 +157,19 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
         cfg["stage2"]["learning_rate"] = 5e-4
         write_config(done, cfg)
         # no_stage2 and tfidf kept; plm fine-tunes with the stage2 settings
-        assert planned_rules(done) == {"train_stage2", "finetune_plm", "evaluate", "summarize", "plot_task"}
+        assert planned_rules(done) == {"train_stage2", "finetune_plm", "evaluate", "summarize", "plot_task", *USE}
 
         cfg = yaml.safe_load(original)
         cfg["stage1"]["learning_rate"] = 5e-4
         write_config(done, cfg)
-        assert planned_rules(done) == {"train_stage1", "train_stage2", "evaluate", "summarize", "plot_task"}
+        assert planned_rules(done) == {"train_stage1", "train_stage2", "evaluate", "summarize", "plot_task", *USE}
 
         cfg = yaml.safe_load(original)
         cfg["tasks"]["demo"]["top_k"] = 3
         write_config(done, cfg)
         assert planned_rules(done) == {
             "retrieve", "merge_topk", "select_external", "select_random", "train_tokenizer", "tokenize",
-            "train_stage1", "train_stage2", "evaluate", "summarize", "plot_task", "retrieval_report",
+            "train_stage1", "train_stage2", "evaluate", "summarize", "plot_task", "retrieval_report", *USE,
         }
     finally:
         (done / "config.yaml").write_text(original)
@@ -216,3 +224,92 @@ def test_report_has_the_table_the_plots_and_the_retrieval_page(done):
     report = (done / "results/report.html").read_text(errors="replace")
     for name in ("summary.md", "quality_vs_flops.png", "training_curves.png", "runs.png", "retrieval.html"):
         assert name in report, name
+
+
+@pytest.mark.parametrize("run", ["tlm", "task_only", "plm"])
+def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow(done, run):
+    """No project code and no remote code: the model directory loads as AutoModelForSequenceClassification
+    with AutoTokenizer, with the task's label names, and pipeline() gives the workflow's test predictions."""
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    model_dir = done / "results/models/demo" / run / "seed0/model"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    labels = json.loads((done / "results/tasks/demo/labels.json").read_text())["labels"]
+    assert [model.config.id2label[i] for i in range(len(labels))] == labels
+    assert model.config.label2id == {label: i for i, label in enumerate(labels)}
+    ours = pd.read_parquet(done / "results/metrics/demo" / run / "seed0-test.parquet")
+    texts = pd.read_parquet(done / "results/tasks/demo/test.parquet")["text"].tolist()
+    classify = pipeline("text-classification", model=str(model_dir), tokenizer=AutoTokenizer.from_pretrained(model_dir))
+    out = classify(texts, truncation=True, top_k=None, batch_size=8)
+    theirs = np.array([[{d["label"]: d["score"] for d in row}[label] for label in labels] for row in out])
+    assert [max(row, key=lambda d: d["score"])["label"] for row in out] == ours["label"].tolist()
+    np.testing.assert_allclose(theirs, ours[[f"prob_{label}" for label in labels]].to_numpy(), atol=1e-5)
+
+    card = (model_dir / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification")
+    for part in ("## Labels", "## Training data", "## Training", "## Results (test split)", "## Use", "## Intended use and limits",
+                 "## How it was made", "truncation=True", *labels):
+        assert part in card, part
+    assert json.loads((model_dir / "metrics.json").read_text())["test_macro_f1"] == pytest.approx(
+        json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())["test_macro_f1"])
+
+
+def test_stage1_encoder_loads_as_a_masked_lm(done):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    stage1 = done / "results/models/demo/tlm/seed0/stage1"
+    mlm, tok = AutoModelForMaskedLM.from_pretrained(stage1), AutoTokenizer.from_pretrained(stage1)
+    ids = tok(["a [MASK] package"], return_tensors="pt")
+    assert mlm(**ids).logits.shape == (1, ids["input_ids"].shape[1], len(tok))
+
+
+def test_predictions_on_new_texts_and_the_exported_model(done):
+    pred = pd.read_parquet(done / "results/predictions/demo/tlm/seed0.parquet")
+    labels = json.loads((done / "results/tasks/demo/labels.json").read_text())["labels"]
+    assert list(pred.columns) == ["file", "row", "label", *(f"prob_{label}" for label in labels)]
+    assert pred.file.unique().tolist() == ["task/new.csv", "task/new.jsonl"]
+    assert pred.groupby("file").row.apply(list).tolist() == [list(range(30)), list(range(len(pred) - 30))]
+    test = pd.read_parquet(done / "results/metrics/demo/tlm/seed0-test.parquet")
+    assert pred.label.tolist() == test.label.tolist(), "the same texts get the test split's predictions"
+    probs = pred[[f"prob_{label}" for label in labels]].to_numpy()
+    assert abs(probs.sum(1) - 1).max() < 1e-5
+    for run in ("task_only", "random", "no_stage2", "tlm_k2", "plm"):
+        assert (done / "results/predictions/demo" / run / "seed0.parquet").exists()
+
+    export = done / "results/export/demo"
+    choice = json.loads((export / "selection.json").read_text())
+    dev = {run: json.loads((done / f"results/metrics/demo/{run}/seed0.json").read_text())["dev_macro_f1"]
+           for run in ("tlm", "task_only", "random", "no_stage2", "tlm_k2", "plm")}
+    assert choice["run"] in dev and dev[choice["run"]] == max(dev.values())
+    assert (export / "README.md").exists() and (export / "model.safetensors").exists()
+
+
+def test_a_users_config_means_exactly_what_it_says(tmp_path):
+    """A bare `snakemake` runs the embedded demo; `--configfile my.yaml` runs my.yaml alone."""
+    cfg = tiny_config(tmp_path)
+    cfg["corpus"]["paths"] = [str(tmp_path / p) for p in cfg["corpus"]["paths"]]  # run from the repository
+    cfg["tasks"]["demo"] |= {s: str(tmp_path / f"task/{s}.parquet") for s in ("train", "dev", "test")}
+    del cfg["tasks"]["demo"]["predict"]
+    write_config(tmp_path, cfg)
+    base = [*SNAKEMAKE, "-n", "--nolock", "--directory", str(ROOT)]
+    demo = subprocess.run(base, capture_output=True, text=True, timeout=300).stdout
+    assert "results/tasks/debian_sections/train.parquet" in demo
+    mine = subprocess.run([*base, "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=300).stdout
+    assert "results/tasks/demo/train.parquet" in mine and "debian_sections" not in mine
+
+
+def test_bad_predict_files_get_a_clear_error(tmp_path, done):
+    from tlm.io import TLMInputError
+    from tlm.predict import predict_files
+
+    model = done / "results/models/demo/tlm/seed0/model"
+    pd.DataFrame({"sentence": ["a b"]}).to_csv(tmp_path / "wrong.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    pd.DataFrame({"text": []}, dtype=str).to_parquet(tmp_path / "none.parquet")
+    for name, message in (("wrong.csv", r"missing column\(s\) \['text'\]"), ("empty.csv", "the file is empty"),
+                          ("none.parquet", "no rows to predict")):
+        with pytest.raises(TLMInputError, match=message) as err:
+            predict_files(model, [str(tmp_path / name)], "text", tmp_path / "out.parquet")
+        assert name in str(err.value) and "Fix:" in str(err.value)
+        assert not (tmp_path / "out.parquet").exists()

@@ -52,13 +52,24 @@ def validate_config(config: dict, source: str = "config", schema_path: str | Pat
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_describe(e) for e in errors]
+    problems = [_describe(e) for e in errors] or _budget_problems(config)
     if problems:
         raise ConfigError(
             f"{source}: invalid configuration:\n  - " + "\n  - ".join(problems)
             + "\nFix: edit the file (every key, its type and default are documented in config/schema.yaml)."
         )
     return config
+
+
+BUDGET_KEYS = ("max_steps", "epochs", "flops")  # a stage's budget: one of them
+
+
+def _budget_problems(config: dict) -> list[str]:
+    """A stage (global, or a task's or run's override) may set one budget key, not several."""
+    places = {"": config} | {f"tasks.{t}.": c for t, c in config["tasks"].items()} | {f"runs.{r}.": c for r, c in config["runs"].items()}
+    return [f"`{where}{stage}` sets {' and '.join(found)}: give one budget per stage"
+            for where, layer in places.items() for stage in ("stage1", "stage2")
+            if len(found := [k for k in BUDGET_KEYS if k in layer.get(stage, {})]) > 1]
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -68,14 +79,45 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+# Per-preset optimisation defaults, for the stage keys a config leaves out (measured on CPU for
+# tiny and small: README, "Training budgets"; base and large: the paper's and BERT's settings).
+# A plm run fine-tunes a pretrained checkpoint: its stage 2 takes the `pretrained` row.
+PRESET_DEFAULTS = {
+    "tiny": {"stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06},
+             "stage2": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06}},
+    "small": {"stage1": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06},
+              "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06}},
+    "base": {"stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+             "stage2": {"batch_size": 32, "learning_rate": 2.0e-5, "warmup_ratio": 0.1}},
+    "large": {"stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+              "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1}},
+    "pretrained": {"stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1}},
+}
+# A stage without a budget trains this many passes over the task's training set (stage 1: by its
+# task batches, each with its rho1 external ones); stage 2 stops early on dev macro-F1.
+DEFAULT_BUDGET = {"stage1": {"epochs": 10}, "stage2": {"epochs": 10}}
+
+
 def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> dict:
     """Everything one TLM (or plm) run's training depends on: the global model/stage/trainer
     settings, then the task's overrides (the paper tunes rho1, rho2 and steps per task), then the
-    run's, plus its external data, the training seed and a plm run's checkpoint."""
+    run's, then the model preset's defaults for what none of them set; plus its external data,
+    the training seed and a plm run's checkpoint. A layer that sets a stage's budget (max_steps,
+    epochs or flops) replaces the budget of the layers below."""
     base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer")}
     for layer in (config["tasks"][task] if task else {}, config["runs"][run]):
-        base = deep_merge(base, {k: v for k, v in layer.items() if k in base})
+        layer = {k: v for k, v in layer.items() if k in base}
+        for stage in ("stage1", "stage2"):
+            if any(k in layer.get(stage, {}) for k in BUDGET_KEYS):
+                base[stage] = {k: v for k, v in base[stage].items() if k not in BUDGET_KEYS}
+        base = deep_merge(base, layer)
     spec = config["runs"][run]
+    preset = "pretrained" if spec["kind"] == "plm" else base["model"]["preset"]
+    for stage, defaults in PRESET_DEFAULTS[preset].items():
+        base[stage] = defaults | base[stage]
+    for stage, budget in DEFAULT_BUDGET.items():
+        if not any(k in base[stage] for k in BUDGET_KEYS):
+            base[stage] = base[stage] | budget
     return base | {"external": spec["external"], "seed": seed} | ({"pretrained": spec.get("pretrained", DEFAULT_PRETRAINED)} if spec["kind"] == "plm" else {})
 
 

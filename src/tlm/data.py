@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 
 from tlm.io import TLMInputError, atomic_path
@@ -13,35 +15,73 @@ from tlm.io import TLMInputError, atomic_path
 SPLITS = ("train", "dev", "test")
 
 
+TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv",
+                 ".jsonl": "jsonl", ".jsonl.gz": "jsonl"}
+
+
+def table_format(path: Path) -> str:
+    """parquet, csv, tsv or jsonl, from the file's name; a missing file or another format is named."""
+    if not path.exists():
+        raise TLMInputError(f"{path}: file not found. Fix: correct the path in the config's `tasks` section.")
+    if path.is_file() and path.stat().st_size == 0:
+        raise TLMInputError(f"{path}: the file is empty. Fix: give a file with a header and rows, or remove it from the config.")
+    for ext, fmt in TABLE_FORMATS.items():
+        if path.name.lower().endswith(ext):
+            return fmt
+    raise TLMInputError(f"{path}: unknown format. Fix: use .parquet, .csv, .tsv or .jsonl (.gz allowed but for Parquet).")
+
+
+def _missing_columns(path, columns, found) -> None:
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise TLMInputError(
+            f"{path}: missing column(s) {missing} (found {list(found)}). "
+            "Fix: rename the columns or set `text_column` / `label_column` for this task in the config."
+        )
+
+
+def _readers(path: Path, chunk_rows: int | None):
+    """pandas' readers of each format, as strings; with chunk_rows, iterators of frames."""
+    text = dict(dtype=str, keep_default_na=False, chunksize=chunk_rows)
+    return {
+        "parquet": lambda: pd.read_parquet(path),
+        "csv": lambda: pd.read_csv(path, **text),
+        "tsv": lambda: pd.read_csv(path, sep="\t", quoting=3, **text),
+        "jsonl": lambda: pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows),
+    }
+
+
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a task file (.parquet, .csv, .tsv, .jsonl) with a clear error for a bad or missing file."""
     path = Path(path)
-    if not path.exists():
-        raise TLMInputError(f"{path}: file not found. Fix: correct the path in the config's `tasks` section.")
-    name = path.name.lower()
+    fmt = table_format(path)
     try:
-        if name.endswith(".parquet"):
-            df = pd.read_parquet(path)
-        elif name.endswith((".csv", ".csv.gz")):
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif name.endswith((".tsv", ".tsv.gz")):
-            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-        elif name.endswith((".jsonl", ".jsonl.gz")):
-            df = pd.read_json(path, lines=True, dtype=False)
-        else:
-            raise TLMInputError(f"{path}: unknown format. Fix: use .parquet, .csv, .tsv or .jsonl.")
-    except TLMInputError:
-        raise
+        df = _readers(path, None)[fmt]()
     except Exception as e:  # pandas/pyarrow errors are opaque to a user; name the file instead
         raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
-    if columns:
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
-            raise TLMInputError(
-                f"{path}: missing column(s) {missing} (found {list(df.columns)}). "
-                "Fix: rename the columns or set `text_column` / `label_column` for this task in the config."
-            )
+    _missing_columns(path, columns or [], df.columns)
     return df
+
+
+def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Iterator[list[str]]:
+    """One column of a task-format file as lists of at most `rows` strings, streamed: memory is
+    bounded by a chunk, whatever the file's size."""
+    path = Path(path)
+    fmt = table_format(path)
+    try:
+        if fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            _missing_columns(path, [column], pf.schema_arrow.names)
+            chunks = (batch.column(0) for batch in pf.iter_batches(batch_size=rows, columns=[column]))
+            yield from ([("" if t is None else str(t)) for t in chunk.to_pylist()] for chunk in chunks)
+            return
+        for frame in _readers(path, rows)[fmt]():
+            _missing_columns(path, [column], frame.columns)
+            yield frame[column].fillna("").astype(str).tolist()
+    except (TLMInputError, GeneratorExit):
+        raise
+    except Exception as e:
+        raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
 
 
 def load_task(paths: dict[str, str], text_column: str = "text", label_column: str = "label") -> tuple[dict[str, pd.DataFrame], list[str]]:

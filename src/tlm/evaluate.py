@@ -4,27 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tlm.data import Batches, TokenStore
-from tlm.io import atomic_path, read_json
+from tlm.io import atomic_path, read_json, write_parquet
 from tlm.metrics import classification_metrics, paper_flops
-from tlm.model import count_parameters, load_model
+from tlm.model import count_parameters, load_classifier
 from tlm.select import external_size
-from tlm.train import amp_dtype, load_tokenizer, pick_device, predict
+from tlm.train import amp_dtype, load_tokenizer, pick_device, predict_proba
 
 
-def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto", max_rank: int = 0) -> dict:
-    """Test metrics of the last stage's model; costs summed over every trained stage."""
+def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto", max_rank: int = 0,
+                 predictions_path=None) -> dict:
+    """Test metrics of the last stage's model, loaded as plain transformers loads it; costs summed
+    over every trained stage. `predictions_path`: where the test predictions go (`probabilities`)."""
     final = Path(stage_dirs[-1])
     device = pick_device()
     tokenizer = load_tokenizer(final)
-    model = load_model(final).to(device)
+    model = load_classifier(final).to(device)
     test = TokenStore.load(tokens_dir)
     batches = Batches(test, 256, tokenizer.pad_token_id, seed=0, shuffle=False,
-                      max_len=model.config.max_position_embeddings, sep_id=tokenizer.sep_token_id)
-    preds = predict(model, batches, device, amp_dtype(precision, device))
-    scores = classification_metrics(test.labels, preds, model.config.num_labels)
+                      max_len=tokenizer.model_max_length, sep_id=tokenizer.sep_token_id)
+    probs = predict_proba(model, batches.epoch(), device, amp_dtype(precision, device))
+    scores = classification_metrics(test.labels, probs.argmax(-1), model.config.num_labels)
+    if predictions_path:
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        frame = probabilities(probs, labels)
+        frame.insert(0, "row", range(len(test)))
+        frame.insert(1, "true_label", [labels[y] for y in test.labels])
+        write_parquet(frame, predictions_path)
 
     stages = {Path(d).name: read_json(Path(d) / "train_result.json") for d in stage_dirs}
     last = stages[final.name]
@@ -46,8 +55,17 @@ def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: 
         "external_docs": external_docs,
         "external_bytes": external_bytes,
         "device": last["device"],
+        "stopped_early": last.get("stopped_early", False),
+        "planned_steps": last.get("planned_steps"),
         "test_examples": len(test),
     }
+
+
+def probabilities(probs, labels: list[str]) -> pd.DataFrame:
+    """The predicted label and one float32 probability column per label (prob_<label>)."""
+    frame = pd.DataFrame(probs.astype("float32"), columns=[f"prob_{label}" for label in labels])
+    frame.insert(0, "label", np.asarray(labels, dtype=object)[probs.argmax(-1)])
+    return frame
 
 
 SUMMARY_COLUMNS = {  # metrics.json key -> column of the summary table

@@ -38,14 +38,20 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_parquet(df: pd.DataFrame, path, schema: pa.Schema | None = None) -> None:
-    """Write `df` atomically; text columns are stored as `string` (pandas >= 3 would give
-    `large_string`), so every artefact keeps the documented schema."""
+def arrow_table(df: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
+    """`df` as an Arrow table; text columns as `string` (pandas >= 3 would give `large_string`), so
+    every artefact keeps the documented schema."""
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     if schema is None:
         table = table.cast(pa.schema([
             f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema
         ]))
+    return table
+
+
+def write_parquet(df: pd.DataFrame, path, schema: pa.Schema | None = None) -> None:
+    """Write `df` atomically (see `arrow_table`)."""
+    table = arrow_table(df, schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

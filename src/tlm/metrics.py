@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from transformers import BertConfig
+
+# Dense bf16 (and fp16) tensor-core peaks, FLOP/s, by the name torch reports for the card: MFU is
+# taken against these. Sparse figures are twice as high and never reached by a dense transformer.
+DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
 
 def classification_metrics(y_true, y_pred, num_labels: int) -> dict[str, float]:
@@ -24,24 +27,35 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict[str, float]:
     }
 
 
-def step_flops(config: BertConfig, batch_size: int, seq_len: int, masked_tokens: int, task_head: bool) -> int:
-    """Forward + backward FLOPs (3x forward, 2 per multiply-add) of one training step.
+def training_flops(config, tokens: float, squared: float, masked_tokens: float, task_rows: int) -> float:
+    """Forward + backward FLOPs (3x forward, 2 per multiply-add) of training on rows of `tokens`
+    tokens in all, whose lengths squared add up to `squared`.
 
-    Counts every matmul the model runs: the encoder's dense layers on all batch_size x seq_len
-    positions (padding included: it is computed), attention scores and values (12 x layers x
-    hidden x seq per token), the MLM head (transform + vocabulary projection) on the masked
-    positions only (that is all this model computes) and the classification head on [CLS].
+    Counts every matmul the model runs: the encoder's dense layers on every token, attention scores
+    and values (12 x layers x hidden x length per token of a row), the MLM head (transform +
+    vocabulary projection) on the masked positions only (that is all this model computes) and the
+    classification head on the [CLS] of `task_rows` rows.
     """
     L, H, I, V = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
-    tokens = batch_size * seq_len
     dense = L * (4 * H * H + 2 * H * I)  # Q, K, V, output projections and the feed-forward block
-    flops = 6 * dense * tokens + 12 * L * H * seq_len * tokens
-    flops += 6 * (H * H + H * V) * masked_tokens
-    if task_head:
-        flops += 6 * (H * H + H * config.num_labels) * batch_size
-    return int(flops)
+    return (6 * dense * tokens + 12 * L * H * squared + 6 * (H * H + H * V) * masked_tokens
+            + 6 * (H * H + H * config.num_labels) * task_rows)
+
+
+def step_flops(config, lengths, masked_tokens: int, task_head: bool) -> int:
+    """`training_flops` of one step over rows of `lengths`: with each row's own length the work on
+    real tokens, with every row at the batch's padded width the work the hardware did."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return int(training_flops(config, int(lengths.sum()), int((lengths**2).sum()), masked_tokens, len(lengths) if task_head else 0))
 
 
 def paper_flops(parameters: int, tokens: int) -> int:
     """The paper's coarse count: 6 x parameters x training tokens."""
     return 6 * parameters * tokens
+
+
+def peak_flops(device_name: str, low_precision: bool) -> float | None:
+    """The dense bf16/fp16 peak of a known GPU (None elsewhere: MFU is then not reported)."""
+    if not low_precision:
+        return None
+    return next((peak for name, peak in DENSE_BF16_PEAK.items() if name in device_name), None)

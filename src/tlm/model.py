@@ -1,22 +1,35 @@
 """The TLM model: a BERT encoder trained from scratch, with an MLM head and a task head on [CLS].
 
+It is written with transformers' ELECTRA classes, whose parts are exactly the paper's: ELECTRA's
+encoder is BERT's layer for layer (with embedding_size = hidden_size there is no projection),
+ElectraForSequenceClassification's head is Linear-GELU-Linear on [CLS] (the paper's task head), and
+ElectraForMaskedLM's head is BERT's (dense-GELU-LayerNorm, then the vocabulary projection tied to
+the embeddings). So every checkpoint loads with plain transformers, no project code and no remote
+code: a stage-2 model as `AutoModelForSequenceClassification` (and in `pipeline()`), a stage-1
+model also as `AutoModelForMaskedLM`.
+
 Both heads share the encoder; stage 1 uses both losses, stage 2 only the task head (reset, as in
 the reference code). The MLM head runs only on masked positions: the vocabulary projection is
 the largest matmul of a small model, and unmasked positions have no loss.
 
-`PLMModel` is the `plm` baseline: a local pretrained encoder with the same task head, fine-tuned
-like stage 2.
+The `plm` baseline is a local pretrained checkpoint with its own architecture's standard
+classification head (AutoModelForSequenceClassification), fine-tuned like stage 2.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import dataclass
 
+import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel, BertPreTrainedModel, PreTrainedModel
-from transformers.models.bert.modeling_bert import BertOnlyMLMHead
-
+from transformers import AutoModelForSequenceClassification, ElectraConfig, ElectraForSequenceClassification
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.electra.modeling_electra import (
+    ElectraClassificationHead,
+    ElectraGeneratorPredictions,
+    ElectraModel,
+    ElectraPreTrainedModel,
+)
 
 # Encoder sizes. `tiny` is for the CPU demo and tests; `small` is BERT-small (Turc et al.);
 # `base` (BERT-base, 109M with a 30k vocabulary) is what the paper calls its small and medium
@@ -29,80 +42,74 @@ PRESETS = {
 }
 
 
-def make_config(preset: str, vocab_size: int, num_labels: int, max_seq_length: int, pad_token_id: int, dropout: float = 0.1) -> BertConfig:
+def make_config(
+    preset: str, vocab_size: int, labels: list[str], max_seq_length: int, pad_token_id: int, dropout: float = 0.1
+) -> ElectraConfig:
+    """The encoder of `preset` for a vocabulary and the task's labels (their names kept in id2label)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return BertConfig(
+    size = PRESETS[preset]
+    return ElectraConfig(
         vocab_size=vocab_size,
+        embedding_size=size["hidden_size"],
         max_position_embeddings=max(max_seq_length, 16),
-        num_labels=num_labels,
         pad_token_id=pad_token_id,
+        hidden_act="gelu",
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
-        **PRESETS[preset],
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **size,
     )
 
 
-def task_head(config) -> nn.Sequential:
-    """Linear-GELU-Linear, the paper's classification head."""
-    h, p = config.hidden_size, config.hidden_dropout_prob
-    return nn.Sequential(nn.Dropout(p), nn.Linear(h, h), nn.GELU(), nn.Dropout(p), nn.Linear(h, config.num_labels))
+@dataclass
+class TLMOutput(ModelOutput):
+    logits: torch.Tensor | None = None  # task logits on [CLS]
+    mlm_logits: torch.Tensor | None = None  # vocabulary logits at the masked positions only
 
 
-class TLMModel(BertPreTrainedModel):
-    _tied_weights_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+class TLMModel(ElectraPreTrainedModel):
+    """ElectraForSequenceClassification and ElectraForMaskedLM in one: the same module names, so the
+    saved weights load into either."""
 
-    def __init__(self, config: BertConfig):
+    _tied_weights_keys = {"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: ElectraConfig):
         super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.cls = BertOnlyMLMHead(config)
-        self.classifier = task_head(config)
+        self.electra = ElectraModel(config)
+        self.generator_predictions = ElectraGeneratorPredictions(config)
+        self.generator_lm_head = nn.Linear(config.embedding_size, config.vocab_size)
+        self.classifier = ElectraClassificationHead(config)
         self.post_init()
 
     def get_output_embeddings(self):
-        return self.cls.predictions.decoder
+        return self.generator_lm_head
 
     def reset_classifier(self) -> None:
         for module in self.classifier.modules():
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
 
-    def forward(self, input_ids, attention_mask, mlm_labels=None):
-        """(MLM logits at the positions where mlm_labels != -100, or None; task logits on [CLS])."""
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.classifier(hidden[:, 0])
-        mlm_logits = self.cls(hidden[mlm_labels != -100]) if mlm_labels is not None else None
-        return mlm_logits, logits
+    def forward(self, input_ids, attention_mask, mlm_labels=None) -> TLMOutput:
+        """Task logits on [CLS]; MLM logits at the positions where mlm_labels != -100, if given."""
+        hidden = self.electra(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mlm_logits = None
+        if mlm_labels is not None:
+            mlm_logits = self.generator_lm_head(self.generator_predictions(hidden[mlm_labels != -100]))
+        return TLMOutput(logits=self.classifier(hidden), mlm_logits=mlm_logits)
+
+    def classifier_model(self) -> ElectraForSequenceClassification:
+        """The task model alone, as transformers' own class (the MLM head dropped): what stage 2 saves."""
+        model = ElectraForSequenceClassification(self.config)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("generator_")}
+        model.load_state_dict(state)
+        return model
 
 
-class PLMModel(PreTrainedModel):
-    """A pretrained encoder (any local AutoModel checkpoint) with `task_head` on the mean of its
-    token states: the pooling sentence encoders such as all-MiniLM-L6-v2 were trained with.
-
-    `PLMModel.from_pretrained(encoder_dir, num_labels=n)` loads the encoder's weights and starts a
-    fresh head; a fine-tuned model saves and loads like any transformers model.
-    """
-
-    config_class = AutoConfig
-    base_model_prefix = "plm"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.plm = AutoModel.from_config(config)
-        self.classifier = task_head(config)
-        self.post_init()
-
-    def forward(self, input_ids, attention_mask, mlm_labels=None):
-        """(None: no MLM head; task logits on the masked mean of the last hidden states)."""
-        hidden = self.plm(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return None, self.classifier((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-
-
-def load_model(path) -> TLMModel | PLMModel:
-    """A trained model directory, whichever of the two classes saved it."""
-    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
-    return (PLMModel if "PLMModel" in architectures else TLMModel).from_pretrained(path)
+def load_classifier(path, **kwargs):
+    """A trained model directory as plain transformers loads it (any architecture: TLM or plm)."""
+    return AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

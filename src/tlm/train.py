@@ -4,7 +4,13 @@ Stage 1 (joint): every step draws ONE batch. Of every rho1 + 1 steps, one is a t
 rho1 are external batches (the reference code's schedule). An external batch's loss is its MLM
 loss; a task batch's is (rho2 * L_mlm + L_task) / (rho2 + 1), computed on the masked task text.
 Stage 2 (rho1 = rho2 = 0): the task loss alone, with a fresh classification head; the checkpoint
-with the best dev macro-F1 is kept (checkpoints are picked on dev, never on test).
+with the best dev macro-F1 is kept (checkpoints are picked on dev, never on test), and with
+`patience` the stage stops once that many evaluations in a row did not beat it.
+
+A stage's budget is `max_steps`, or `epochs` over the task's training set (in stage 1 counted by
+its task batches, each with its rho1 external ones), or `flops`, training FLOPs on real tokens
+(converted to steps from the data's lengths before training, so the schedule is the same on any
+machine). `plan_stage` resolves it, with the warm-up and evaluation interval, to steps.
 
 One step's batch is the same whatever the hardware: it is drawn and masked identically on every
 process, then split over `world` DDP processes and `gradient_accumulation_steps` micro-batches.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,13 +45,18 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from tlm.config import pretrained_dir
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
-from tlm.metrics import classification_metrics, step_flops
-from tlm.model import PLMModel, TLMModel, make_config
+from tlm.metrics import classification_metrics, peak_flops, step_flops, training_flops
+from tlm.model import TLMModel, load_classifier, make_config
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
-LOG_COLUMNS = ["step", "batch", "loss", "mlm_loss", "task_loss", "lr", "tokens", "flops", "seconds", "dev_macro_f1", "dev_accuracy"]
+# tokens: real (non-padding) tokens so far; padded_tokens: with the padding the hardware also
+# computed; flops: on real tokens; tokens_per_s and mfu: real tokens and their FLOPs per second
+# (mfu against the card's dense bf16 peak, where it is known); data_seconds: time spent preparing
+# batches (drawing, masking, copying to the device) rather than computing
+LOG_COLUMNS = ["step", "batch", "loss", "mlm_loss", "task_loss", "lr", "tokens", "padded_tokens", "flops", "seconds",
+               "data_seconds", "tokens_per_s", "mfu", "dev_macro_f1", "dev_accuracy"]
 
 
 def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreTrainedTokenizerFast:
@@ -89,21 +101,26 @@ def load_tokenizer(path) -> PreTrainedTokenizerFast:
 class StageConfig:
     """Every hyperparameter of one training stage (names follow HF run_mlm.py where they exist)."""
 
-    max_steps: int
     batch_size: int  # sequences per optimizer step, over all processes and micro-batches
     learning_rate: float
+    max_steps: int | None = None  # the budget: max_steps, epochs or flops (plan_stage turns it into steps)
+    epochs: float | None = None
+    flops: float | None = None
     weight_decay: float = 0.01
-    warmup_steps: int = 0
+    warmup_steps: int | None = None  # None: warmup_ratio of the steps
+    warmup_ratio: float = 0.0
     rho1: int = 0
     rho2: float = 0.0
     mlm_probability: float = 0.15
     max_grad_norm: float = 1.0
-    eval_steps: int = 0  # 0: only at the end
+    eval_steps: int | None = None  # dev evaluation every N steps (0: only at the end; None: see plan_stage)
+    patience: int = 0  # stop after this many evaluations without a better dev macro-F1 (0: never)
     gradient_accumulation_steps: int = 1
     save_steps: int = 0  # resumable checkpoint every N steps (0: none)
     save_total_limit: int = 2
     precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16, fp16
     compile: bool = False  # torch.compile the model
+    require_gpu: bool = False  # fail, instead of warning, when a GPU was requested and there is none
     seed: int = 0
 
 
@@ -122,8 +139,48 @@ def lr_lambda(warmup: int, total: int):
     return lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
 
+def expected_step_flops(config, store: TokenStore, cfg: StageConfig, max_len: int, on_task: bool) -> float:
+    """Mean training FLOPs (real tokens) of one step of batch_size rows drawn from `store`."""
+    lengths = np.minimum(store.lengths, max_len).astype(np.float64)
+    n = cfg.batch_size
+    masked = cfg.mlm_probability * n * max(lengths.mean() - 2, 0) if not on_task or cfg.rho2 > 0 else 0  # [CLS], [SEP] never
+    return training_flops(config, n * lengths.mean(), n * (lengths**2).mean(), masked, n if on_task else 0)
+
+
+def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None, config, max_len: int) -> StageConfig:
+    """`cfg` with its budget resolved to steps: max_steps, warmup_steps and eval_steps set.
+
+    epochs: passes over the training set by the task batches (stage 1 adds rho1 external steps to
+    each); flops: the steps whose expected FLOPs on real tokens (from the data's length
+    distribution, so the same on every machine) add up to the budget. eval_steps None: once per
+    pass over the training set in stage 2 (early stopping counts those), ten times in stage 1.
+    """
+    cycle = cfg.rho1 + 1 if external is not None else 1
+    per_epoch = math.ceil(len(train) / cfg.batch_size)  # task batches per pass
+    if cfg.max_steps:
+        steps = cfg.max_steps
+    elif cfg.epochs:
+        steps = math.ceil(cfg.epochs * per_epoch) * cycle
+    elif cfg.flops:
+        per_cycle = expected_step_flops(config, train, cfg, max_len, on_task=True)
+        if external is not None:
+            per_cycle += cfg.rho1 * expected_step_flops(config, external, cfg, max_len, on_task=False)
+        steps = max(1, math.floor(cfg.flops / per_cycle)) * cycle
+    else:
+        raise TLMInputError("no training budget: set one of max_steps, epochs or flops for the stage.")
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * steps)
+    every = cfg.eval_steps
+    if every is None:
+        every = per_epoch if external is None and cfg.rho1 == 0 else math.ceil(steps / 10)
+    return dataclasses.replace(cfg, max_steps=steps, warmup_steps=min(warmup, steps), eval_steps=every)
+
+
 def pick_device(rank: int = 0) -> torch.device:
     return torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -140,16 +197,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
-def predict(model: TLMModel | PLMModel, batches: Batches, device, dtype=None) -> np.ndarray:
+def predict_proba(model, batches, device, dtype=None) -> np.ndarray:
+    """Class probabilities (float32) of every example of `batches` (an iterable of batches), in order."""
     was_training = model.training
     model.eval()
-    preds = []
-    for batch in batches.epoch():
+    probs = []
+    for batch in batches:
         with autocast(device, dtype):
-            _, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        preds.append(logits.argmax(-1).cpu().numpy())
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
     model.train(was_training)
-    return np.concatenate(preds)
+    return np.concatenate(probs) if probs else np.zeros((0, model.config.num_labels), np.float32)
 
 
 @dataclass
@@ -158,9 +216,14 @@ class TrainResult:
     task_steps: int = 0
     external_steps: int = 0
     tokens: int = 0  # non-padding tokens seen
-    flops: int = 0
+    padded_tokens: int = 0  # tokens computed, padding included
+    flops: int = 0  # on the real tokens
+    padded_flops: int = 0  # what the hardware computed, padding included
     seconds: float = 0.0
+    data_seconds: float = 0.0  # of which preparing batches
     best_step: int = -1
+    stopped_early: bool = False
+    planned_steps: int = 0
     dev: dict = field(default_factory=dict)
 
 
@@ -217,8 +280,15 @@ class Checkpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _forward(net, part: dict):
+    """(task logits, MLM logits or None) of a TLM model, or of a plm run's classifier."""
+    kwargs = {"mlm_labels": part["mlm_labels"]} if "mlm_labels" in part else {}
+    out = net(input_ids=part["input_ids"], attention_mask=part["attention_mask"], **kwargs)
+    return out.logits, getattr(out, "mlm_logits", None)
+
+
 def train_stage(
-    model: TLMModel | PLMModel,
+    model,
     cfg: StageConfig,
     tokenizer,
     task: Batches,
@@ -230,14 +300,17 @@ def train_stage(
     d: Dist = Dist(),
     device: torch.device | None = None,
 ) -> TrainResult:
-    """Run one stage in place on `model`, evaluating on dev every cfg.eval_steps steps and at the end.
+    """Run one stage in place on `model` (cfg.max_steps steps), evaluating on dev every
+    cfg.eval_steps steps and at the end.
 
-    With `keep_best`, the weights with the best dev macro-F1 are restored at the end. With
-    `checkpoints`, training resumes from the newest matching checkpoint and saves new ones.
-    `device` defaults to GPU `d.rank` where there is a GPU, else the CPU.
+    With `keep_best`, the weights with the best dev macro-F1 are restored at the end; with
+    cfg.patience, training stops after that many evaluations without a better one. With
+    `checkpoints`, training resumes from the newest matching checkpoint (its log included) and
+    saves new ones. `device` defaults to GPU `d.rank` where there is a GPU, else the CPU.
     """
     device = device or pick_device(d.rank)
     dtype = amp_dtype(cfg.precision, device)
+    peak = peak_flops(device_name(device), dtype is not None)
     model.to(device).train()
     params = [p for p in model.parameters()]
     optim = torch.optim.AdamW(
@@ -245,13 +318,13 @@ def train_stage(
          {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
         lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda",
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(cfg.warmup_steps, cfg.max_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(cfg.warmup_steps or 0, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(cfg.seed)
     special = torch.tensor(tokenizer.all_special_ids)
     w_mlm, w_task = task_loss_weights(cfg.rho2)
-    res = TrainResult()
-    best_f1, best_state, start_step = -1.0, None, 0
+    res = TrainResult(planned_steps=cfg.max_steps)
+    best_f1, best_state, start_step, since_best, rows = -1.0, None, 0, 0, []
 
     state = checkpoints.newest() if checkpoints else None
     if state is not None:
@@ -266,7 +339,8 @@ def train_stage(
         task.load_state_dict(state["task"])
         if external is not None:
             external.load_state_dict(state["external"])
-        res, best_f1, best_state, start_step = TrainResult(**state["result"]), state["best_f1"], state["best_state"], state["step"]
+        res, best_f1, best_state = TrainResult(**state["result"]), state["best_f1"], state["best_state"]
+        start_step, since_best, rows = state["step"], state["since_best"], state["log"]
         log.info("resumed from step %d", start_step)
 
     net = model
@@ -277,15 +351,15 @@ def train_stage(
             net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
 
-    rows = _read_log(log_csv, start_step) if d.main else []
-    log_csv.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(log_csv, "w", newline="") if d.main else None
+    Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
+    fh = open(log_csv, "w", newline="") if d.main else None  # written as training goes: tail -f shows it
     writer = csv.writer(fh) if fh else None
     if writer:
         writer.writerows([LOG_COLUMNS, *rows])
     start = time.perf_counter() - res.seconds
     try:
         for step in range(start_step, cfg.max_steps):
+            tick = time.perf_counter()
             on_task = is_task_step(step, cfg.rho1, external is not None)
             batch = (task if on_task else external).next()
             mlm_labels = None
@@ -297,13 +371,14 @@ def train_stage(
                 batch["mlm_labels"] = mlm_labels
             n_masked = max(int((mlm_labels != -100).sum()), 1) if mlm_labels is not None else 1
             n_examples = len(batch["input_ids"])
-            parts = micro_batches(n_examples, d, cfg.gradient_accumulation_steps)
+            parts = [{k: v.to(device, non_blocking=True) for k, v in trim(batch, r).items()}
+                     for r in micro_batches(n_examples, d, cfg.gradient_accumulation_steps)]
+            res.data_seconds += time.perf_counter() - tick
             mlm_sum = task_sum = 0.0
-            for i, rows in enumerate(parts):
-                part = {k: v.to(device) for k, v in trim(batch, rows).items()}
+            for i, part in enumerate(parts):
                 sync = i == len(parts) - 1
                 with (nullcontext() if sync or d.world == 1 else net.no_sync()), autocast(device, dtype):
-                    mlm_logits, logits = net(part["input_ids"], part["attention_mask"], part.get("mlm_labels"))
+                    logits, mlm_logits = _forward(net, part)
                     loss = 0.0
                     if mlm_labels is not None:
                         mlm = F.cross_entropy(mlm_logits.float(), part["mlm_labels"][part["mlm_labels"] != -100], reduction="sum")
@@ -322,15 +397,7 @@ def train_stage(
             sched.step()
             optim.zero_grad(set_to_none=True)
 
-            res.steps += 1
-            res.task_steps += on_task
-            res.external_steps += not on_task
-            res.tokens += int(batch["attention_mask"].sum())
-            res.flops += sum(
-                step_flops(model.config, len(r), int(batch["attention_mask"][r].sum(1).max()),
-                           int((mlm_labels[r] != -100).sum()) if mlm_labels is not None else 0, task_head=on_task)
-                for k in range(d.world) for r in micro_batches(n_examples, Dist(k, d.world), cfg.gradient_accumulation_steps)
-            )
+            _count_step(res, model.config, batch, on_task, d, cfg.gradient_accumulation_steps)
             if d.world > 1:  # this process saw only its rows: report the batch's losses
                 sums = torch.tensor([mlm_sum, task_sum], device=device)
                 dist.all_reduce(sums)
@@ -339,60 +406,84 @@ def train_stage(
             task_loss = task_sum / n_examples if on_task else None
             loss_value = (w_task * task_loss + w_mlm * (mlm_loss or 0.0)) if on_task else mlm_loss
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {step + 1}: lower the learning rate")
+                raise FloatingPointError(f"loss is {loss_value} at step {step + 1}. Fix: lower the stage's learning_rate.")
 
             last = step + 1 == cfg.max_steps
             dev_f1 = dev_acc = ""
             if d.main and dev is not None and (last or (cfg.eval_steps and (step + 1) % cfg.eval_steps == 0)):
-                scores = classification_metrics(dev.store.labels, predict(model, dev, device, dtype), model.config.num_labels)
+                scores = classification_metrics(dev.store.labels, predict_proba(model, dev.epoch(), device, dtype).argmax(-1),
+                                                model.config.num_labels)
                 dev_f1, dev_acc = scores["macro_f1"], scores["accuracy"]
+                since_best += 1
                 if dev_f1 > best_f1 or not keep_best:
-                    best_f1, res.best_step, res.dev = dev_f1, step + 1, scores
-                    best_state = copy.deepcopy(model.state_dict()) if keep_best and not last else None
+                    best_f1, res.best_step, res.dev, since_best = dev_f1, step + 1, scores, 0
+                    best_state = copy.deepcopy(model.state_dict()) if keep_best else None
+                res.stopped_early = bool(cfg.patience and since_best >= cfg.patience and not last)
             res.seconds = time.perf_counter() - start
+            rate = res.tokens / res.seconds
+            rows.append([
+                step + 1, "task" if on_task else "external", f"{loss_value:.4f}",
+                "" if mlm_loss is None else f"{mlm_loss:.4f}", "" if task_loss is None else f"{task_loss:.4f}",
+                f"{sched.get_last_lr()[0]:.3e}", res.tokens, res.padded_tokens, res.flops, f"{res.seconds:.3f}",
+                f"{res.data_seconds:.3f}", f"{rate:.0f}", f"{res.flops / res.seconds / peak:.4f}" if peak else "", dev_f1, dev_acc,
+            ])
             if writer:
-                writer.writerow([
-                    step + 1, "task" if on_task else "external", f"{loss_value:.4f}",
-                    "" if mlm_loss is None else f"{mlm_loss:.4f}", "" if task_loss is None else f"{task_loss:.4f}",
-                    f"{sched.get_last_lr()[0]:.3e}", res.tokens, res.flops, f"{res.seconds:.3f}", dev_f1, dev_acc,
-                ])
-            if d.main and ((step + 1) % 100 == 0 or last):
-                log.info("step %d/%d loss %.4f  %.0f tokens/s  %.2e FLOPs", step + 1, cfg.max_steps, loss_value, res.tokens / res.seconds, res.flops)
+                writer.writerow(rows[-1])
+            if d.main and ((step + 1) % 100 == 0 or last or res.stopped_early):
+                log.info("step %d/%d loss %.4f  %.0f tokens/s (real), %.1f%% padding, %.2e FLOPs", step + 1, cfg.max_steps,
+                         loss_value, rate, 100 * (1 - res.tokens / res.padded_tokens), res.flops)
+            if d.world > 1 and cfg.patience:  # every process stops at the same step
+                flag = torch.tensor([res.stopped_early], device=device)
+                dist.broadcast(flag, 0)
+                res.stopped_early = bool(flag.item())
+            if res.stopped_early:
+                if d.main:
+                    log.info("early stop at step %d: no better dev macro-F1 in %d evaluations (best %.4f at step %d)",
+                             step + 1, since_best, best_f1, res.best_step)
+                break
             if checkpoints and d.main and cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not last:
-                fh.flush()
                 checkpoints.save(step + 1, {
                     "step": step + 1, "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
                     "scaler": scaler.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "task": task.state_dict(), "external": external.state_dict() if external is not None else None,
-                    "result": asdict(res), "best_f1": best_f1, "best_state": best_state,
+                    "result": asdict(res), "best_f1": best_f1, "best_state": best_state, "since_best": since_best, "log": rows,
                 })
     finally:
         if fh:
             fh.close()
-    if best_state is not None and res.best_step != cfg.max_steps:
+    if best_state is not None and res.best_step != res.steps:
         model.load_state_dict(best_state)
     return res
 
 
-def _read_log(path: Path, upto: int) -> list[list[str]]:
-    """The rows of an earlier attempt's training log up to the step training resumes from."""
-    if upto == 0 or not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in list(csv.reader(fh))[1:] if int(row[0]) <= upto]
+def _count_step(res: TrainResult, config, batch: dict, on_task: bool, d: Dist, accumulation: int) -> None:
+    """Add one step's tokens and FLOPs to `res`: on real tokens, and as computed (each process's
+    micro-batches padded to their own width)."""
+    lengths = batch["attention_mask"].sum(1).numpy()
+    masked = (batch["mlm_labels"] != -100).sum(1).numpy() if "mlm_labels" in batch else np.zeros(len(lengths), np.int64)
+    res.steps += 1
+    res.task_steps += on_task
+    res.external_steps += not on_task
+    res.tokens += int(lengths.sum())
+    res.flops += step_flops(config, lengths, int(masked.sum()), task_head=on_task)
+    for k in range(d.world):
+        for r in micro_batches(len(lengths), Dist(k, d.world), accumulation):
+            width = int(lengths[r].max())
+            res.padded_tokens += width * len(r)
+            res.padded_flops += step_flops(config, [width] * len(r), int(masked[r].sum()), task_head=on_task)
 
 
 def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(model: TLMModel | PLMModel, tokenizer, result: TrainResult, out_dir, log_csv: Path, extra: dict) -> None:
+def save_checkpoint(model, tokenizer, result: TrainResult, out_dir, log_csv: Path, extra: dict) -> None:
     """save_pretrained (model + tokenizer) plus the stage's cost record and training log, atomically."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json({**asdict(result), **extra, "device": str(pick_device())}, tmp / "train_result.json")
+        write_json({**asdict(result), **extra}, tmp / "train_result.json")
         shutil.copyfile(log_csv, tmp / "train_log.csv")
 
 
@@ -415,23 +506,37 @@ def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_
     return store
 
 
-def run_stage(stage: str, settings: dict, tokenizer_dir, tokens_dir, external_dir, init_dir, out_dir, log_csv,
-              world: int = 1, backend: str | None = None) -> None:
+def run_stage(stage: str, settings: dict, tokenizer_dir, tokens_dir, external_dir, init_dir, labels: list[str], out_dir, log_csv,
+              world: int = 1, gpus_requested: int = 0, backend: str | None = None) -> None:
     """Train stage 1 (from scratch) or stage 2 (from `init_dir`) of one run and save its checkpoint.
 
     `settings` is tlm.config.run_settings() (model, stage1/stage2, trainer, seed); `tokens_dir`
-    holds the tokenized task splits, `external_dir` (or None) the tokenized external data. With world > 1,
-    `world` data-parallel processes are started on this machine (one per GPU; gloo on CPU).
+    holds the tokenized task splits, `external_dir` (or None) the tokenized external data; `labels`
+    are the task's label names (the model's id2label). With world > 1, `world` data-parallel
+    processes are started on this machine (one per GPU; gloo on CPU). `gpus_requested`: the GPUs
+    the job asked for; none found is a warning, or an error with trainer.require_gpu.
     """
+    device = check_gpu(gpus_requested, settings.get("trainer", {}).get("require_gpu", False))
+    args = (stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, labels, out_dir, log_csv, device)
     if world > 1:
         port = _free_port()
         torch.multiprocessing.spawn(
-            _ddp_worker, nprocs=world,
-            args=(world, port, backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-                  stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, out_dir, log_csv),
+            _ddp_worker, nprocs=world, args=(world, port, backend or ("nccl" if torch.cuda.is_available() else "gloo"), *args),
         )
     else:
-        _run_stage(Dist(), stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, out_dir, log_csv)
+        _run_stage(Dist(), *args)
+
+
+def check_gpu(requested: int, required: bool) -> str:
+    """The device description a job records: a GPU asked for but absent is said there (and in the log)."""
+    if requested and not torch.cuda.is_available():
+        message = (f"{requested} GPU(s) requested (resources.gpu) but CUDA finds none: training on the CPU. "
+                   "Fix: run on a GPU node with a CUDA build of torch, or set resources.gpu: 0")
+        if required:
+            raise TLMInputError(message.replace("training on the CPU", "stopping (trainer.require_gpu: true)"))
+        log.warning("%s", message)
+        return f"cpu ({requested} GPU requested, none found)"
+    return device_name(pick_device())
 
 
 def data_parallel_processes(gpus: int) -> int:
@@ -456,37 +561,46 @@ def _ddp_worker(rank, world, port, backend, *args):
         dist.destroy_process_group()
 
 
-def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, out_dir, log_csv) -> None:
+def stage_config(stage: str, settings: dict) -> StageConfig:
+    trainer = settings.get("trainer", {})
+    return StageConfig(**settings[stage], **trainer, seed=settings["seed"])
+
+
+def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, labels, out_dir, log_csv, device) -> None:
     seed = settings["seed"]
     torch.manual_seed(seed)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    cfg = StageConfig(**settings[stage], **settings.get("trainer", {}), seed=seed)
+    cfg = stage_config(stage, settings)
     if cfg.batch_size < d.world * cfg.gradient_accumulation_steps:
         raise TLMInputError(f"{stage}.batch_size {cfg.batch_size} is smaller than {d.world} processes x "
                             f"{cfg.gradient_accumulation_steps} gradient_accumulation_steps. Fix: raise batch_size or lower the others.")
     max_len = settings["model"]["max_seq_length"]
-    special = dict(pad_id=tokenizer.pad_token_id, max_len=max_len, sep_id=tokenizer.sep_token_id)
     tokens_dir = Path(tokens_dir)
     train = TokenStore.load(tokens_dir / "train")
-    # Task batches are not length-bucketed: text length correlates with the label (a batch of only
-    # short texts is a batch of a few classes), which slows and biases the task loss.
-    task = Batches(train, cfg.batch_size, seed=seed, **special)
-    dev = Batches(TokenStore.load(tokens_dir / "dev"), 256, seed=seed, shuffle=False, **special)
-    external = None
-    if stage == "stage1" and external_dir:
-        external = Batches(TokenStore.load(external_dir), cfg.batch_size, seed=seed + 1, bucket=50, **special)
-    num_labels = int(train.labels.max()) + 1
-    if settings.get("pretrained"):  # the plm baseline: a pretrained encoder, fine-tuned like stage 2
-        model = PLMModel.from_pretrained(pretrained_dir(settings["pretrained"]), num_labels=num_labels, local_files_only=True)
+    external_store = TokenStore.load(external_dir) if stage == "stage1" and external_dir else None
+    if settings.get("pretrained"):  # the plm baseline: a pretrained encoder with its own classification head
+        ckpt = pretrained_dir(settings["pretrained"])
+        model = load_classifier(ckpt, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                label2id={label: i for i, label in enumerate(labels)})
+        tokenizer = load_tokenizer(ckpt)
         if not all(hasattr(model.config, a) for a in ("num_hidden_layers", "hidden_size", "intermediate_size")):
             raise TLMInputError(f"{settings['pretrained']}: not a BERT-style encoder config, so its FLOPs cannot be counted. "
                                 "Fix: use a BERT-style checkpoint (num_hidden_layers, hidden_size, intermediate_size).")
     elif init_dir is None:
+        tokenizer = load_tokenizer(tokenizer_dir)
         m = settings["model"]
-        model = TLMModel(make_config(m["preset"], len(tokenizer), num_labels, max_len, tokenizer.pad_token_id, m.get("dropout", 0.1)))
+        model = TLMModel(make_config(m["preset"], len(tokenizer), labels, max_len, tokenizer.pad_token_id, m.get("dropout", 0.1)))
     else:
+        tokenizer = load_tokenizer(init_dir)
         model = TLMModel.from_pretrained(init_dir)
         model.reset_classifier()  # the reference code starts stage 2 with a fresh task head
+    tokenizer.model_max_length = max_len  # what the saved model was trained on: pipeline(truncation=True) cuts there
+    cfg = plan_stage(cfg, train, external_store, model.config, max_len)
+    special = dict(pad_id=tokenizer.pad_token_id, max_len=max_len, sep_id=tokenizer.sep_token_id)
+    # Task batches are not length-bucketed: text length correlates with the label (a batch of only
+    # short texts is a batch of a few classes), which slows and biases the task loss.
+    task = Batches(train, cfg.batch_size, seed=seed, **special)
+    dev = Batches(TokenStore.load(tokens_dir / "dev"), 256, seed=seed, shuffle=False, **special)
+    external = None if external_store is None else Batches(external_store, cfg.batch_size, seed=seed + 1, bucket=50, **special)
     if d.main:
         log.info("%s: %d task examples, %d external documents, %d processes, %s", stage, len(train),
                  0 if external is None else len(external.store), d.world, cfg)
@@ -494,5 +608,7 @@ def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir
     result = train_stage(model, cfg, tokenizer, task, external, dev, Path(log_csv), keep_best=stage == "stage2",
                          checkpoints=checkpoints, d=d)
     if d.main:
-        save_checkpoint(model, tokenizer, result, out_dir, Path(log_csv), {"stage": stage, "settings": settings, "processes": d.world})
+        final = model.classifier_model() if stage == "stage2" and isinstance(model, TLMModel) else model
+        save_checkpoint(final, tokenizer, result, out_dir, Path(log_csv),
+                        {"stage": stage, "settings": settings, "plan": asdict(cfg), "processes": d.world, "device": device})
         checkpoints.clear()

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from tlm.io import read_json
 from tlm.smk import run
 from tlm.train import data_parallel_processes, run_stage
 
@@ -10,8 +11,10 @@ def main(smk):
     tokens_dir = Path(smk.input.tokens[0]).parent
     init = getattr(smk.input, "stage1", None)
     external = smk.input.external[0] if stage == "stage1" and smk.input.external else None
-    run_stage(stage, smk.params.settings, init or smk.input.tokenizer, tokens_dir, external, init, smk.output[0],
-              smk.log.csv, world=data_parallel_processes(smk.resources.gpu))
+    labels = read_json(smk.input.labels)["labels"]
+    gpus = smk.resources.gpu
+    run_stage(stage, smk.params.settings, smk.input.tokenizer, tokens_dir, external, init, labels, smk.output[0],
+              smk.log.csv, world=data_parallel_processes(gpus), gpus_requested=gpus)
 
 
 run(main, snakemake)  # noqa: F821

@@ -1,0 +1,61 @@
+# What a user takes away: each trained model with its model card, the best run exported, and
+# predictions on the task's `predict` files.
+
+
+rule package_model:
+    input:
+        stages=trained_stages,
+        metrics="results/metrics/{task}/{run}/seed{seed}.json",
+        train=task_split("train"),
+        dev=task_split("dev"),
+        test=task_split("test"),
+        corpus=lambda wc: [] if config["runs"][wc.run]["external"] == "none" else ["results/corpus"],
+    output:
+        directory("results/models/{task}/{run}/seed{seed}/model"),
+    params:
+        info=model_info,
+    wildcard_constraints:
+        run=one_of(TLM_RUNS + PLM_RUNS),
+    log:
+        "logs/package_model/{task}/{run}/seed{seed}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/package_model.py"
+
+
+rule export_best:
+    input:
+        lambda wc: [f"results/models/{wc.task}/{run}/seed{seed}/model" for run, seed in model_keys()],
+    output:
+        directory("results/export/{task}"),
+    params:
+        models=model_keys(),
+    log:
+        "logs/export_best/{task}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/export_best.py"
+
+
+rule predict:
+    input:
+        model=lambda wc: trained_stages(wc)[-1],
+        files=lambda wc: predict_paths(wc.task),
+    output:
+        "results/predictions/{task}/{run}/seed{seed}.parquet",
+    params:
+        text_column=lambda wc: task_cfg(wc)["text_column"],
+        precision=config["trainer"]["precision"],
+    wildcard_constraints:
+        run=one_of(TLM_RUNS + PLM_RUNS),
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=min(config["resources"]["gpu"], 1),
+    log:
+        "logs/predict/{task}/{run}/seed{seed}.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/predict.py"

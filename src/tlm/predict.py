@@ -1,0 +1,83 @@
+"""Predictions of a trained model on new texts: files of any size, streamed in chunks.
+
+The model is loaded as plain transformers loads it (AutoModelForSequenceClassification and the
+tokenizer saved beside it), texts are cut at the length the model was trained on, and each chunk is
+sorted by length before it is cut into batches, so batches carry little padding. Memory is bounded
+by one chunk, whatever the size of the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from tlm.data import read_column_chunks
+from tlm.evaluate import probabilities
+from tlm.io import TLMInputError, arrow_table, atomic_path
+from tlm.model import load_classifier
+from tlm.train import amp_dtype, autocast, load_tokenizer, pick_device
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_texts(model, tokenizer, texts: list[str], device, dtype=None, batch_size: int = 128) -> np.ndarray:
+    """Class probabilities (float32, one row per text, in order) of `texts`."""
+    enc = tokenizer(texts, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+    lengths = np.fromiter(map(len, enc), np.int64, len(enc))
+    order = np.argsort(lengths, kind="stable")
+    probs = np.empty((len(texts), model.config.num_labels), np.float32)
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids = torch.full((len(idx), int(lengths[idx].max())), pad, dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids[r, : lengths[i]] = torch.tensor(enc[i])
+        mask = torch.arange(ids.shape[1])[None, :] < torch.from_numpy(lengths[idx])[:, None]
+        with autocast(device, dtype):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.long().to(device)).logits
+        probs[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
+    return probs
+
+
+def predict_files(model_dir, paths: list[str], text_column: str, out_path, batch_size: int = 128,
+                  chunk_rows: int = 32_768, precision: str = "auto") -> int:
+    """Predict every text of `paths` (task-format files, `text_column`) into one Parquet file:
+    file, row (within its file), label (the predicted one) and prob_<label> per label. Returns the
+    number of texts."""
+    device = pick_device()
+    model = load_classifier(model_dir).to(device).eval()
+    tokenizer = load_tokenizer(model_dir)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    dtype = amp_dtype(precision, device)
+    total, start = 0, time.perf_counter()
+    with atomic_path(out_path) as tmp:
+        writer = None
+        for path, first_row, texts in _chunks(paths, text_column, chunk_rows):
+            frame = probabilities(predict_texts(model, tokenizer, texts, device, dtype, batch_size), labels)
+            frame.insert(0, "file", path)
+            frame.insert(1, "row", np.arange(first_row, first_row + len(texts), dtype=np.int64))
+            table = arrow_table(frame)
+            writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+            total += len(texts)
+            log.info("%d texts, %.0f texts/s", total, total / (time.perf_counter() - start))
+        writer.close()
+    return total
+
+
+def _chunks(paths: list[str], column: str, rows: int) -> Iterator[tuple[str, int, list[str]]]:
+    for path in paths:
+        seen = 0
+        for texts in read_column_chunks(path, column, rows):
+            yield str(path), seen, texts
+            seen += len(texts)
+        if seen == 0:
+            raise TLMInputError(f"{path}: no rows to predict. Fix: give a file with texts, or remove it from `tasks.*.predict`.")
+    if not paths:
+        raise TLMInputError("tasks.*.predict: no files given. Fix: list the files whose texts to predict.")

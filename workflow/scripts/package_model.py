@@ -1,0 +1,17 @@
+import pyarrow.parquet as pq
+
+from tlm.export import package_model, workflow_version
+from tlm.io import read_json
+from tlm.smk import run
+
+
+def main(smk):
+    info = dict(smk.params.info)
+    info["task"] = {**info["task"], **{s: pq.read_metadata(smk.input[s]).num_rows for s in ("train", "dev", "test")}}
+    if smk.input.corpus:
+        info["corpus"] = {**info["corpus"], "documents": read_json(f"{smk.input.corpus[0]}/manifest.json")["documents"]}
+    info["version"] = workflow_version()
+    package_model(list(smk.input.stages), read_json(smk.input.metrics), info, smk.output[0])
+
+
+run(main, snakemake)  # noqa: F821
