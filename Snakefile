@@ -16,13 +16,11 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 
 from tlm.config import ConfigError, validate_config
 
-
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
 # demo's tasks and runs are not merged in; several files given are merged in their order).
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
-
 
 
 report: "report/workflow.rst"
@@ -48,6 +46,7 @@ include: "rules/export.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/summary.md",
         "results/summary.csv",
@@ -55,8 +54,12 @@ rule all:
         expand("results/report/{task}/retrieval.html", task=TASKS),
         expand("results/models/{task}/{key[0]}/seed{key[1]}/model", task=TASKS, key=model_keys()),
         expand("results/export/{task}", task=TASKS if model_keys() else []),
-        [f"results/predictions/{task}/{run}/seed{seed}.parquet" for task in TASKS if predict_paths(task) for run, seed in model_keys()],
-    default_target: True
+        [
+            f"results/predictions/{task}/{run}/seed{seed}.parquet"
+            for task in TASKS
+            if predict_paths(task)
+            for run, seed in model_keys()
+        ],
 
 
 onsuccess:

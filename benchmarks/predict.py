@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,21 +102,30 @@ def main():
 
         small = run_child(OURS, model, tmp / f"in-{args.texts // 10}.parquet", tmp / "small.parquet", args.threads)
         ours = run_child(OURS, model, tmp / f"in-{args.texts}.parquet", tmp / "ours.parquet", args.threads)
-        theirs = run_child(PIPELINE, model, tmp / "in-pipeline.parquet", tmp / "theirs.parquet", args.threads, args.pipeline_batch)
-        agree = (pd.read_parquet(tmp / "ours.parquet", columns=["label"]).label.head(args.pipeline_texts).to_numpy()
-                 == pd.read_parquet(tmp / "theirs.parquet").label.to_numpy()).mean()
+        theirs = run_child(
+            PIPELINE, model, tmp / "in-pipeline.parquet", tmp / "theirs.parquet", args.threads, args.pipeline_batch
+        )
+        agree = (
+            pd.read_parquet(tmp / "ours.parquet", columns=["label"]).label.head(args.pipeline_texts).to_numpy()
+            == pd.read_parquet(tmp / "theirs.parquet").label.to_numpy()
+        ).mean()
 
     rate = {name: r["texts"] / r["seconds"] for name, r in (("ours", ours), ("small", small), ("pipeline", theirs))}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     lines = [
-        f"# Prediction on new texts ({time.strftime('%Y-%m-%d')})", "",
-        f"Machine: {cpu}, {args.threads} threads. Model: {model if model == args.model else 'tiny stand-in (random weights)'}. "
-        f"Texts: demo-corpus documents, median {int(np.median(words))} words.", "",
-        "| | texts | seconds | texts/s | peak RSS (MB) |", "|---|---|---|---|---|",
+        f"# Prediction on new texts ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {cpu_name()}, {args.threads} threads. "
+        f"Model: {model if model == args.model else 'tiny stand-in (random weights)'}. "
+        f"Texts: demo-corpus documents, median {int(np.median(words))} words.",
+        "",
+        "| | texts | seconds | texts/s | peak RSS (MB) |",
+        "|---|---|---|---|---|",
         f"| tlm predict | {ours['texts']:,} | {ours['seconds']:.1f} | {rate['ours']:,.0f} | {ours['peak_rss_mb']:,.0f} |",
-        f"| tlm predict, 1/10 of the texts | {small['texts']:,} | {small['seconds']:.1f} | {rate['small']:,.0f} | {small['peak_rss_mb']:,.0f} |",
+        f"| tlm predict, 1/10 of the texts | {small['texts']:,} | {small['seconds']:.1f} | {rate['small']:,.0f} | "
+        f"{small['peak_rss_mb']:,.0f} |",
         f"| pipeline(), batch {args.pipeline_batch} | {theirs['texts']:,} | {theirs['seconds']:.1f} | {rate['pipeline']:,.0f} | "
-        f"{theirs['peak_rss_mb']:,.0f} |", "",
+        f"{theirs['peak_rss_mb']:,.0f} |",
+        "",
         f"tlm predict runs at **{rate['ours'] / rate['pipeline']:.1f}x** pipeline()'s texts/s; the two agree on "
         f"{100 * agree:.2f}% of the {args.pipeline_texts:,} texts both labelled.",
     ]

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import cpu_name
 
 from tlm.bm25 import Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, top_k
 from tlm.corpus import SHARD_SCHEMA
@@ -116,9 +117,14 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
         terms, ptr = index.term_ids(queries)  # bm25s reads every posting of every query term
         df = np.diff(index.scores["indptr"])
         distinct = sum(int(df[np.unique(terms[ptr[q] : ptr[q + 1]])].sum()) for q in range(len(queries)))  # ours: a repeat once
-        result = {"seconds": seconds, "queries": len(queries), "qps": len(queries) / seconds,
-                  "postings_per_query": int(df[terms].sum()) / len(queries), "distinct_postings_per_query": distinct / len(queries),
-                  **_save(hits, work, method, threads)}
+        result = {
+            "seconds": seconds,
+            "queries": len(queries),
+            "qps": len(queries) / seconds,
+            "postings_per_query": int(df[terms].sum()) / len(queries),
+            "distinct_postings_per_query": distinct / len(queries),
+            **_save(hits, work, method, threads),
+        }
         if threads == 1:  # the ceiling of an exhaustive kernel: reading the postings, scoring nothing
             sc = index.scores
             read_postings(terms[: ptr[min(50, len(queries))]], sc["data"], sc["indices"], sc["indptr"])  # compile
@@ -141,9 +147,7 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
         res = retriever.retrieve(known, **opts)
         seconds = time.perf_counter() - start
         keep = res.scores > 0  # bm25s fills its top-k with zero-score documents
-        hits = pd.DataFrame(
-            {"query_id": np.repeat(qids, keep.sum(1)), "doc_id": res.documents[keep], "score": res.scores[keep]}
-        )
+        hits = pd.DataFrame({"query_id": np.repeat(qids, keep.sum(1)), "doc_id": res.documents[keep], "score": res.scores[keep]})
         return {"seconds": seconds, "queries": len(known), "qps": len(known) / seconds, **_save(hits, work, method, threads)}
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "queries": len(queries), "qps": len(queries) / seconds, **_save(hits, work, method, threads)}
@@ -182,7 +186,12 @@ def step_rank_bm25(work: Path, corpus: Path, n_docs: int, n_queries: int, k: int
     index.search(queries, k)  # warm up
     start = time.perf_counter()
     index.search(queries, k)
-    return {"rank_bm25_qps": rank_qps, "ours_qps": len(queries) / (time.perf_counter() - start), "docs": n_docs, "queries": len(queries)}
+    return {
+        "rank_bm25_qps": rank_qps,
+        "ours_qps": len(queries) / (time.perf_counter() - start),
+        "docs": n_docs,
+        "queries": len(queries),
+    }
 
 
 def step_pruning(work: Path, corpus: str, n_queries: int, k: int) -> dict:
@@ -246,7 +255,9 @@ def pruning_bounds(index: ShardIndex, queries: list[list[str]], k: int, n_sample
                 entries[b] += bptr[t + 1] - bptr[t]
             passed[b].append(np.mean(upper >= theta))
     return {
-        "docs": index.num_docs, "queries": len(sample), "maxscore_essential_share": float(np.mean(essential)),
+        "docs": index.num_docs,
+        "queries": len(sample),
+        "maxscore_essential_share": float(np.mean(essential)),
         "blockmax": {b: {"blocks_share": float(np.mean(passed[b])), "maxima_per_posting": entries[b] / postings} for b in blocks},
     }
 
@@ -286,8 +297,7 @@ def copy_bandwidth() -> float:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -307,7 +317,9 @@ def main() -> None:
     args = p.parse_args()
     if args.step:  # VmHWM: this process's peak RSS (ru_maxrss would count the forked parent's too)
         result = _dispatch(args.step)
-        peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+        peak_kb = next(
+            int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
+        )
         return print(json.dumps({**result, "peak_rss_mb": peak_kb / 1024}))
 
     work = args.work / f"docs-{args.docs}"
@@ -315,22 +327,36 @@ def main() -> None:
     if not corpus.exists():
         print(f"generating {args.docs:,} documents ...", flush=True)
         make_corpus(corpus, args.docs, args.seed)
-    res: dict = {"machine": machine(), "docs": args.docs, "k": args.k, "keywords_per_s": keyword_speed(), "copy_gb_s": copy_bandwidth()}
+    res: dict = {
+        "machine": machine(),
+        "docs": args.docs,
+        "k": args.k,
+        "keywords_per_s": keyword_speed(),
+        "copy_gb_s": copy_bandwidth(),
+    }
     w = str(work)
     builds = work / "builds.json"  # index builds are slow: kept across runs on the same corpus
     if not builds.exists():
-        builds.write_text(json.dumps({
-            "build_ours": run_step(["build_ours", w, str(corpus), "1"]),
-            f"build_ours_{args.threads}": run_step(["build_ours", w, str(corpus), str(args.threads)]),
-            "build_bm25s": run_step(["build_bm25s", w, str(corpus)]),
-        }))
+        builds.write_text(
+            json.dumps(
+                {
+                    "build_ours": run_step(["build_ours", w, str(corpus), "1"]),
+                    f"build_ours_{args.threads}": run_step(["build_ours", w, str(corpus), str(args.threads)]),
+                    "build_bm25s": run_step(["build_bm25s", w, str(corpus)]),
+                }
+            )
+        )
     res.update(json.loads(builds.read_text()))
     res["index_mb"] = sum(f.stat().st_size for f in (work / "index").iterdir()) / 2**20
     print(json.dumps(res, indent=1), flush=True)
     nq, k = str(args.queries), str(args.k)
     for method, threads, n in [
-        ("ours", 1, nq), ("ours", args.threads, nq), ("bm25s-numba", 1, nq), ("bm25s-numba", args.threads, nq),
-        ("bm25s-numpy", 1, str(args.numpy_queries)), ("exhaustive", 1, str(args.reference_queries)),
+        ("ours", 1, nq),
+        ("ours", args.threads, nq),
+        ("bm25s-numba", 1, nq),
+        ("bm25s-numba", args.threads, nq),
+        ("bm25s-numpy", 1, str(args.numpy_queries)),
+        ("exhaustive", 1, str(args.reference_queries)),
     ]:
         res[f"{method}-{threads}"] = run_step(["search", w, method, str(threads), n, k])
         print(method, threads, res[f"{method}-{threads}"], flush=True)
@@ -372,21 +398,60 @@ def render(res: dict, args) -> str:
     ours1, oursn = res["ours-1"]["qps"], res[f"ours-{t}"]["qps"]
     bo, bb = res["build_ours"], res["build_bm25s"]
     rows = [
-        ("index build time (from text), 1 process", f"{bo['seconds']:.1f} s", f"bm25s tokenize+index {bb['seconds']:.1f} s", bb["seconds"] / bo["seconds"]),
-        (f"index build time, {t} processes", f"{res[f'build_ours_{t}']['seconds']:.1f} s", "bm25s (one thread tokenizes)",
-         bb["seconds"] / res[f"build_ours_{t}"]["seconds"]),
-        ("index build peak memory", f"{bo['peak_rss_mb']:.0f} MB", f"bm25s {bb['peak_rss_mb']:.0f} MB", bb["peak_rss_mb"] / bo["peak_rss_mb"]),
-        ("queries/s, 1 thread", f"{ours1:.0f}", f"bm25s numba {res['bm25s-numba-1']['qps']:.1f}", ours1 / res["bm25s-numba-1"]["qps"]),
-        ("queries/s, 1 thread", f"{ours1:.0f}", f"bm25s numpy {res['bm25s-numpy-1']['qps']:.1f}", ours1 / res["bm25s-numpy-1"]["qps"]),
-        (f"queries/s, {t} threads", f"{oursn:.0f}", f"bm25s numba {res[f'bm25s-numba-{t}']['qps']:.1f}", oursn / res[f"bm25s-numba-{t}"]["qps"]),
-        (f"thread scaling 1 -> {t}", f"{oursn / ours1:.2f}x", f"bm25s numba {res[f'bm25s-numba-{t}']['qps'] / res['bm25s-numba-1']['qps']:.2f}x", None),
+        (
+            "index build time (from text), 1 process",
+            f"{bo['seconds']:.1f} s",
+            f"bm25s tokenize+index {bb['seconds']:.1f} s",
+            bb["seconds"] / bo["seconds"],
+        ),
+        (
+            f"index build time, {t} processes",
+            f"{res[f'build_ours_{t}']['seconds']:.1f} s",
+            "bm25s (one thread tokenizes)",
+            bb["seconds"] / res[f"build_ours_{t}"]["seconds"],
+        ),
+        (
+            "index build peak memory",
+            f"{bo['peak_rss_mb']:.0f} MB",
+            f"bm25s {bb['peak_rss_mb']:.0f} MB",
+            bb["peak_rss_mb"] / bo["peak_rss_mb"],
+        ),
+        (
+            "queries/s, 1 thread",
+            f"{ours1:.0f}",
+            f"bm25s numba {res['bm25s-numba-1']['qps']:.1f}",
+            ours1 / res["bm25s-numba-1"]["qps"],
+        ),
+        (
+            "queries/s, 1 thread",
+            f"{ours1:.0f}",
+            f"bm25s numpy {res['bm25s-numpy-1']['qps']:.1f}",
+            ours1 / res["bm25s-numpy-1"]["qps"],
+        ),
+        (
+            f"queries/s, {t} threads",
+            f"{oursn:.0f}",
+            f"bm25s numba {res[f'bm25s-numba-{t}']['qps']:.1f}",
+            oursn / res[f"bm25s-numba-{t}"]["qps"],
+        ),
+        (
+            f"thread scaling 1 -> {t}",
+            f"{oursn / ours1:.2f}x",
+            f"bm25s numba {res[f'bm25s-numba-{t}']['qps'] / res['bm25s-numba-1']['qps']:.2f}x",
+            None,
+        ),
         (
             f"queries/s, 1 thread, {res['rank_bm25']['docs']:,} docs",
             f"{res['rank_bm25']['ours_qps']:.0f}",
             f"rank-bm25 {res['rank_bm25']['rank_bm25_qps']:.2f}",
             res["rank_bm25"]["ours_qps"] / res["rank_bm25"]["rank_bm25_qps"],
         ),
-        ("search job peak memory (1 thread)", f"{res['ours-1']['peak_rss_mb']:.0f} MB", f"index on disk {res['index_mb']:.0f} MB", None),
+        (
+            "search job peak memory (1 thread)",
+            f"{res['ours-1']['peak_rss_mb']:.0f} MB",
+            f"index on disk {res['index_mb']:.0f} MB",
+            None,
+        ),
     ]
     per_query, distinct = res["ours-1"]["postings_per_query"], res["ours-1"]["distinct_postings_per_query"]
     rate = {"ours": res["ours-1"]["qps"] * distinct, "bm25s-numba": res["bm25s-numba-1"]["qps"] * per_query}
@@ -396,8 +461,10 @@ def render(res: dict, args) -> str:
         pruning.append(
             f"- {label} ({pr['docs']:,} docs, {pr['queries']} queries): MaxScore's essential lists hold "
             f"{100 * pr['maxscore_essential_share']:.0f}% of the postings; block-max bounds reach theta in "
-            + ", ".join(f"{100 * v['blocks_share']:.1f}% of {b}-document blocks ({v['maxima_per_posting']:.2f} maxima per posting)"
-                        for b, v in pr["blockmax"].items())
+            + ", ".join(
+                f"{100 * v['blocks_share']:.1f}% of {b}-document blocks ({v['maxima_per_posting']:.2f} maxima per posting)"
+                for b, v in pr["blockmax"].items()
+            )
         )
     lines = [
         "# BM25 retrieval benchmark",
@@ -415,17 +482,20 @@ def render(res: dict, args) -> str:
         "Where the time goes. Neither kernel skips postings (see the pruning bounds below): bm25s reads every",
         f"posting of every query term, {per_query:,.0f} per query; tlm reads a term the query repeats once, {distinct:,.0f}.",
         f"One thread scores {rate['ours'] / 1e6:.0f} M postings/s (bm25s numba",
-        f"{rate['bm25s-numba'] / 1e6:.0f} M/s), streaming {4 * rate['ours'] / 1e9:.2f} GB/s of postings (2-byte doc offset + 2-byte",
+        f"{rate['bm25s-numba'] / 1e6:.0f} M/s), streaming {4 * rate['ours'] / 1e9:.2f} GB/s of postings "
+        "(2-byte doc offset + 2-byte",
         f"impact; bm25s reads a 4-byte doc id + 4-byte score) where one thread copies {res['copy_gb_s']:.1f} GB/s. Reading the",
         "postings as bm25s stores them (doc id + float score) alone, summing them and scoring nothing, runs at",
-        f"{res['ours-1']['read_only_qps']:.0f} queries/s on one thread ({res['ours-1']['read_only_qps'] / res['bm25s-numba-1']['qps']:.1f}x bm25s numba);"
+        f"{res['ours-1']['read_only_qps']:.0f} queries/s on one thread "
+        f"({res['ours-1']['read_only_qps'] / res['bm25s-numba-1']['qps']:.1f}x bm25s numba);"
         " the rest of each kernel's time is adding every posting into its document's sum.",
         "",
         "Pruning, at best (each query's exact k-th score theta known from the start; `pruning_bounds`):",
         "",
         *pruning,
         "",
-        f"Index build: count_terms (Python regex tokenization, stemming) takes {bo['count_terms_seconds']:.1f} of {bo['seconds']:.1f} s.",
+        f"Index build: count_terms (Python regex tokenization, stemming) takes {bo['count_terms_seconds']:.1f} "
+        f"of {bo['seconds']:.1f} s.",
         "",
         f"RAKE keyword extraction: {res['keywords_per_s']:,.0f} task texts/s on one thread "
         f"({1e5 / res['keywords_per_s']:.0f} s for 10^5 texts).",

@@ -33,8 +33,16 @@ def train_again(models: Path, run: str, seed: int, tmp: Path) -> dict:
         settings = read_json(models / run / f"seed{seed}" / stage / "train_result.json")["settings"]
         external = EXTERNAL[settings["external"]] if stage == "stage1" else None
         out = tmp / run / stage
-        run_stage(stage, settings, models / "tokenizer", models / "tokens", external and models / "tokens" / external,
-                  stage_dirs[-1] if stage_dirs else None, out, tmp / run / f"{stage}.csv")
+        run_stage(
+            stage,
+            settings,
+            models / "tokenizer",
+            models / "tokens",
+            external and models / "tokens" / external,
+            stage_dirs[-1] if stage_dirs else None,
+            out,
+            tmp / run / f"{stage}.csv",
+        )
         stage_dirs.append(out)
     return evaluate_run(stage_dirs, models / "tokens" / "test", [])
 
@@ -50,16 +58,21 @@ def main():
 
     device = pick_device()
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    lines = [f"# The demo's training again on {name} (seed {args.seed})", "",
-             "| run | device | train s | test macro-F1 | reference device | reference train s | reference macro-F1 | speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# The demo's training again on {name} (seed {args.seed})",
+        "",
+        "| run | device | train s | test macro-F1 | reference device | reference train s | reference macro-F1 | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
             new = train_again(args.models, run, args.seed, Path(tmp))
             ref = read_json(args.metrics / run / f"seed{args.seed}.json")
-            lines.append(f"| {run} | {new['device']} | {new['train_seconds']:.1f} | {100 * new['test_macro_f1']:.2f} | "
-                         f"{ref['device']} | {ref['train_seconds']:.1f} | {100 * ref['test_macro_f1']:.2f} | "
-                         f"{ref['train_seconds'] / new['train_seconds']:.1f}x |")
+            lines.append(
+                f"| {run} | {new['device']} | {new['train_seconds']:.1f} | {100 * new['test_macro_f1']:.2f} | "
+                f"{ref['device']} | {ref['train_seconds']:.1f} | {100 * ref['test_macro_f1']:.2f} | "
+                f"{ref['train_seconds'] / new['train_seconds']:.1f}x |"
+            )
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from common import cpu_name
 
 from tlm.data import Batches, TokenStore
 from tlm.model import PRESETS, TLMModel, make_config
@@ -53,8 +53,7 @@ class Tokenizer:
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def peak_flops(device: torch.device) -> tuple[float, str]:
@@ -99,12 +98,18 @@ def measure(preset: str, batch: int, steps: int, attn: str, masked: bool, precis
     cfg._attn_implementation = attn
     model = TLMModel(cfg)
     warm = 2
-    stage = StageConfig(max_steps=warm + steps, batch_size=batch, learning_rate=1e-4, rho1=10**9, precision=precision, compile=compile_)
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(TLMModel, "forward", TLMModel.forward if masked else full_vocab_forward):
+    stage = StageConfig(
+        max_steps=warm + steps, batch_size=batch, learning_rate=1e-4, rho1=10**9, precision=precision, compile=compile_
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(TLMModel, "forward", TLMModel.forward if masked else full_vocab_forward),
+    ):
         log = Path(tmp) / "log.csv"
         tok = Tokenizer()
         train_stage(model, stage, tok, Batches(store, batch, 0, 0), Batches(store, batch, 0, 1), None, log, keep_best=False)
-        rows = list(csv.DictReader(open(log)))
+        with open(log) as fh:
+            rows = list(csv.DictReader(fh))
     a, b = rows[warm - 1], rows[-1]
     seconds = float(b["seconds"]) - float(a["seconds"])
     return {
@@ -124,21 +129,33 @@ def main():
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak, peak_text = peak_flops(device)
-    variants = [("plain", "eager", False, "fp32", False), ("+sdpa", "sdpa", False, "fp32", False), ("+masked", "sdpa", True, "fp32", False)]
+    variants = [
+        ("plain", "eager", False, "fp32", False),
+        ("+sdpa", "sdpa", False, "fp32", False),
+        ("+masked", "sdpa", True, "fp32", False),
+    ]
     if device.type == "cuda":
         variants.append(("+bf16", "sdpa", True, "auto", False))
     if args.compile:
         variants.append(("+compile", "sdpa", True, "auto", True))
-    lines = [f"# Training throughput (seq {SEQ}, vocab {VOCAB})", "", f"Machine: {machine()}; {peak_text}.", "",
-             "| preset | variant | batch | tokens/s | model TFLOP/s | MFU | speed-up vs plain |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Training throughput (seq {SEQ}, vocab {VOCAB})",
+        "",
+        f"Machine: {machine()}; {peak_text}.",
+        "",
+        "| preset | variant | batch | tokens/s | model TFLOP/s | MFU | speed-up vs plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for preset in args.presets:
         batch = args.batch or (8 if preset in ("base", "large") and device.type == "cpu" else 32)
         base = None
         for name, attn, masked, precision, comp in variants:
             r = measure(preset, batch, args.steps, attn, masked, precision, comp)
             base = base or r["tokens_per_s"]
-            lines.append(f"| {preset} | {name} | {batch} | {r['tokens_per_s']:.0f} | {r['flops_per_s'] / 1e12:.3f} | "
-                         f"{100 * r['flops_per_s'] / peak:.1f}% | {r['tokens_per_s'] / base:.2f}x |")
+            lines.append(
+                f"| {preset} | {name} | {batch} | {r['tokens_per_s']:.0f} | {r['flops_per_s'] / 1e12:.3f} | "
+                f"{100 * r['flops_per_s'] / peak:.1f}% | {r['tokens_per_s'] / base:.2f}x |"
+            )
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 from tlm.config import pretrained_dir, run_settings
 from tlm.io import TLMInputError
 
-
 TASKS = list(config["tasks"])
 RUNS = list(config["runs"])
 SEEDS = config["seeds"]
@@ -59,9 +58,11 @@ def task_split(split):
 def external_data(wildcards):
     """The external data S of a run: BM25 neighbours, the same number of random documents, or none."""
     kind = config["runs"][wildcards.run]["external"]
-    return {"bm25": [f"results/retrieval/{wildcards.task}/external.parquet"],
-            "random": [f"results/retrieval/{wildcards.task}/random.parquet"],
-            "none": []}[kind]
+    return {
+        "bm25": [f"results/retrieval/{wildcards.task}/external.parquet"],
+        "random": [f"results/retrieval/{wildcards.task}/random.parquet"],
+        "none": [],
+    }[kind]
 
 
 def token_source(wildcards):
@@ -89,8 +90,11 @@ def external_tokens(wildcards):
         )
     if kind == "bm25" and k:
         return [f"results/models/{wildcards.task}/tokens/external-k{k}"]
-    return {"bm25": [f"results/models/{wildcards.task}/tokens/external"],
-            "random": [f"results/models/{wildcards.task}/tokens/random"], "none": []}[kind]
+    return {
+        "bm25": [f"results/models/{wildcards.task}/tokens/external"],
+        "random": [f"results/models/{wildcards.task}/tokens/random"],
+        "none": [],
+    }[kind]
 
 
 def tokens_max_length(wildcards):
@@ -100,7 +104,10 @@ def tokens_max_length(wildcards):
 
 def stage_settings(stage):
     """The settings one training stage of run {run}, seed {seed} depends on (its rule's params)."""
-    keep = {"stage1": ("model", "stage1", "trainer", "seed", "external"), "stage2": ("model", "stage2", "trainer", "seed", "pretrained")}[stage]
+    keep = {
+        "stage1": ("model", "stage1", "trainer", "seed", "external"),
+        "stage2": ("model", "stage2", "trainer", "seed", "pretrained"),
+    }[stage]
     return lambda wc: {k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep}
 
 
@@ -119,7 +126,6 @@ def trained_stages(wildcards):
 def one_of(names):
     """A wildcard constraint matching exactly these names (a rule only for some runs)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
-
 
 
 def plm_checkpoint(wildcards):
@@ -145,8 +151,13 @@ def model_info(wildcards):
     t, spec = config["tasks"][wildcards.task], config["runs"][wildcards.run]
     return {
         "task": {"name": wildcards.task, "query_mode": t["query_mode"], "top_k": t["top_k"]},
-        "run": {"name": wildcards.run, "seed": int(wildcards.seed), "kind": spec["kind"], "external": spec["external"],
-                "top_k": spec.get("top_k")},
+        "run": {
+            "name": wildcards.run,
+            "seed": int(wildcards.seed),
+            "kind": spec["kind"],
+            "external": spec["external"],
+            "top_k": spec.get("top_k"),
+        },
         "corpus": {"paths": config["corpus"]["paths"]},
         "pretrained": spec.get("pretrained"),
     }

@@ -6,17 +6,17 @@ checkpoint shard_corpus:
         corpus_files(),
     output:
         directory("results/corpus"),
+    log:
+        "logs/shard_corpus.log",
+    conda:
+        "../envs/retrieval.yaml"
+    resources:
+        mem_mb=4000,
     params:
         shard_size=config["corpus"]["shard_size"],
         text_field=config["corpus"]["text_field"],
         dedup=config["corpus"]["dedup"],
         min_chars=config["corpus"]["min_chars"],
-    log:
-        "logs/shard_corpus.log",
-    resources:
-        mem_mb=4000,
-    conda:
-        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/shard_corpus.py"
 
@@ -31,12 +31,12 @@ rule prepare_task:
         dev=task_split("dev"),
         test=task_split("test"),
         labels="results/tasks/{task}/labels.json",
-    params:
-        text_column=lambda wc: task_cfg(wc)["text_column"],
-        label_column=lambda wc: task_cfg(wc)["label_column"],
     log:
         "logs/prepare_task/{task}.log",
     conda:
         "../envs/retrieval.yaml"
+    params:
+        text_column=lambda wc: task_cfg(wc)["text_column"],
+        label_column=lambda wc: task_cfg(wc)["label_column"],
     script:
         "../workflow/scripts/prepare_task.py"

@@ -10,19 +10,19 @@ rule evaluate:
     output:
         metrics="results/metrics/{task}/{run}/seed{seed}.json",
         predictions="results/metrics/{task}/{run}/seed{seed}-test.parquet",
+    log:
+        "logs/evaluate/{task}/{run}/seed{seed}.log",
+    wildcard_constraints:
+        run=one_of(TLM_RUNS + PLM_RUNS),
+    conda:
+        "../envs/train.yaml"
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=min(config["resources"]["gpu"], 1),
     params:
         precision=config["trainer"]["precision"],
         max_rank=max_rank,
         pretraining=lambda wc: config["runs"][wc.run].get("pretraining"),
-    wildcard_constraints:
-        run=one_of(TLM_RUNS + PLM_RUNS),
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=min(config["resources"]["gpu"], 1),
-    log:
-        "logs/evaluate/{task}/{run}/seed{seed}.log",
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -32,10 +32,10 @@ rule train_tfidf:
         multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "test.parquet", "labels.json"),
     output:
         "results/metrics/{task}/{run}/seed{seed}.json",
-    wildcard_constraints:
-        run=one_of(TFIDF_RUNS),
     log:
         "logs/train_tfidf/{task}/{run}/seed{seed}.log",
+    wildcard_constraints:
+        run=one_of(TFIDF_RUNS),
     conda:
         "../envs/train.yaml"
     script:
@@ -61,9 +61,21 @@ rule plot_task:
         summary="results/summary.csv",
         stages=lambda wc: [d for run in TLM_RUNS + PLM_RUNS for seed in SEEDS for d in stage_dirs(wc.task, run, seed)],
     output:
-        quality=report("results/plots/{task}/quality_vs_flops.png", caption="../report/quality_vs_flops.rst", category="Quality and cost", subcategory="{task}"),
-        curves=report("results/plots/{task}/training_curves.png", caption="../report/training_curves.rst", category="Training", subcategory="{task}"),
-        runs=report("results/plots/{task}/runs.png", caption="../report/runs.rst", category="Quality and cost", subcategory="{task}"),
+        quality=report(
+            "results/plots/{task}/quality_vs_flops.png",
+            caption="../report/quality_vs_flops.rst",
+            category="Quality and cost",
+            subcategory="{task}",
+        ),
+        curves=report(
+            "results/plots/{task}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            subcategory="{task}",
+        ),
+        runs=report(
+            "results/plots/{task}/runs.png", caption="../report/runs.rst", category="Quality and cost", subcategory="{task}"
+        ),
     log:
         "logs/plot_task/{task}.log",
     conda:
@@ -80,7 +92,9 @@ rule retrieval_report:
         external="results/retrieval/{task}/external.parquet",
         corpus="results/corpus",
     output:
-        report("results/report/{task}/retrieval.html", caption="../report/retrieval.rst", category="Retrieval", subcategory="{task}"),
+        report(
+            "results/report/{task}/retrieval.html", caption="../report/retrieval.rst", category="Retrieval", subcategory="{task}"
+        ),
     log:
         "logs/retrieval_report/{task}.log",
     conda:

@@ -12,14 +12,14 @@ rule package_model:
         corpus=lambda wc: [] if config["runs"][wc.run]["external"] == "none" else ["results/corpus"],
     output:
         directory("results/models/{task}/{run}/seed{seed}/model"),
-    params:
-        info=model_info,
-    wildcard_constraints:
-        run=one_of(TLM_RUNS + PLM_RUNS),
     log:
         "logs/package_model/{task}/{run}/seed{seed}.log",
+    wildcard_constraints:
+        run=one_of(TLM_RUNS + PLM_RUNS),
     conda:
         "../envs/train.yaml"
+    params:
+        info=model_info,
     script:
         "../workflow/scripts/package_model.py"
 
@@ -29,12 +29,12 @@ rule export_best:
         lambda wc: [f"results/models/{wc.task}/{run}/seed{seed}/model" for run, seed in model_keys()],
     output:
         directory("results/export/{task}"),
-    params:
-        models=model_keys(),
     log:
         "logs/export_best/{task}.log",
     conda:
         "../envs/train.yaml"
+    params:
+        models=model_keys(),
     script:
         "../workflow/scripts/export_best.py"
 
@@ -45,17 +45,17 @@ rule predict:
         files=lambda wc: predict_paths(wc.task),
     output:
         "results/predictions/{task}/{run}/seed{seed}.parquet",
-    params:
-        text_column=lambda wc: task_cfg(wc)["text_column"],
-        precision=config["trainer"]["precision"],
+    log:
+        "logs/predict/{task}/{run}/seed{seed}.log",
     wildcard_constraints:
         run=one_of(TLM_RUNS + PLM_RUNS),
+    conda:
+        "../envs/train.yaml"
     threads: config["resources"]["train_threads"]
     resources:
         gpu=min(config["resources"]["gpu"], 1),
-    log:
-        "logs/predict/{task}/{run}/seed{seed}.log",
-    conda:
-        "../envs/train.yaml"
+    params:
+        text_column=lambda wc: task_cfg(wc)["text_column"],
+        precision=config["trainer"]["precision"],
     script:
         "../workflow/scripts/predict.py"

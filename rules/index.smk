@@ -6,16 +6,16 @@ rule count_terms:
         "results/corpus",
     output:
         directory("results/index/counts/shard-{shard}"),
-    params:
-        shard="results/corpus/shard-{shard}.parquet",
-        analyzer=analyzer_params(),
     log:
         "logs/count_terms/{shard}.log",
+    conda:
+        "../envs/retrieval.yaml"
     threads: config["resources"]["index_threads"]
     resources:
         mem_mb=4000,
-    conda:
-        "../envs/retrieval.yaml"
+    params:
+        shard="results/corpus/shard-{shard}.parquet",
+        analyzer=analyzer_params(),
     script:
         "../workflow/scripts/count_terms.py"
 
@@ -39,15 +39,15 @@ rule build_index:
         stats="results/index/stats",
     output:
         directory("results/index/shard-{shard}"),
+    log:
+        "logs/build_index/{shard}.log",
+    conda:
+        "../envs/retrieval.yaml"
+    resources:
+        mem_mb=4000,
     params:
         k1=config["bm25"]["k1"],
         b=config["bm25"]["b"],
         layout=4,  # of the index files (4: the search kernel's forward index); a new one rebuilds older indexes
-    log:
-        "logs/build_index/{shard}.log",
-    resources:
-        mem_mb=4000,
-    conda:
-        "../envs/retrieval.yaml"
     script:
         "../workflow/scripts/build_index.py"

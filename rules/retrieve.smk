@@ -6,13 +6,13 @@ rule make_queries:
         task_split("train"),
     output:
         "results/retrieval/{task}/queries.parquet",
-    params:
-        mode=lambda wc: task_cfg(wc)["query_mode"],
-        num_keywords=lambda wc: task_cfg(wc)["num_keywords"],
     log:
         "logs/make_queries/{task}.log",
     conda:
         "../envs/retrieval.yaml"
+    params:
+        mode=lambda wc: task_cfg(wc)["query_mode"],
+        num_keywords=lambda wc: task_cfg(wc)["num_keywords"],
     script:
         "../workflow/scripts/make_queries.py"
 
@@ -23,14 +23,14 @@ rule retrieve:
         queries="results/retrieval/{task}/queries.parquet",
     output:
         "results/retrieval/{task}/hits-{shard}.parquet",
-    params:
-        top_k=lambda wc: task_cfg(wc)["top_k"],
-        analyzer=analyzer_params(),
-    threads: config["resources"]["index_threads"]
     log:
         "logs/retrieve/{task}-{shard}.log",
     conda:
         "../envs/retrieval.yaml"
+    threads: config["resources"]["index_threads"]
+    params:
+        top_k=lambda wc: task_cfg(wc)["top_k"],
+        analyzer=analyzer_params(),
     script:
         "../workflow/scripts/retrieve.py"
 
@@ -40,12 +40,12 @@ rule merge_topk:
         lambda wc: expand("results/retrieval/{task}/hits-{shard}.parquet", task=wc.task, shard=shards()),
     output:
         "results/retrieval/{task}/topk.parquet",
-    params:
-        top_k=lambda wc: task_cfg(wc)["top_k"],
     log:
         "logs/merge_topk/{task}.log",
     conda:
         "../envs/retrieval.yaml"
+    params:
+        top_k=lambda wc: task_cfg(wc)["top_k"],
     script:
         "../workflow/scripts/merge_topk.py"
 
@@ -70,11 +70,11 @@ rule select_random:
         corpus="results/corpus",
     output:
         "results/retrieval/{task}/random.parquet",
-    params:
-        seed=config["seed"],
     log:
         "logs/select_random/{task}.log",
     conda:
         "../envs/retrieval.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../workflow/scripts/select_random.py"

@@ -9,12 +9,12 @@ rule train_tokenizer:
         local=config["tokenizer"]["path"] or [],
     output:
         directory("results/models/{task}/tokenizer"),
-    params:
-        tokenizer=config["tokenizer"],
     log:
         "logs/train_tokenizer/{task}.log",
     conda:
         "../envs/train.yaml"
+    params:
+        tokenizer=config["tokenizer"],
     script:
         "../workflow/scripts/train_tokenizer.py"
 
@@ -26,14 +26,14 @@ rule tokenize:
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/tokens/{source}"),
-    params:
-        max_seq_length=tokens_max_length,
-        with_labels=lambda wc: wc.source in ("train", "dev", "test"),
-        max_rank=max_rank,
     log:
         "logs/tokenize/{task}/{source}.log",
     conda:
         "../envs/train.yaml"
+    params:
+        max_seq_length=tokens_max_length,
+        with_labels=lambda wc: wc.source in ("train", "dev", "test"),
+        max_rank=max_rank,
     script:
         "../workflow/scripts/tokenize.py"
 
@@ -46,20 +46,20 @@ rule train_stage1:
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage1"),
+    log:
+        log="logs/train_stage1/{task}/{run}/seed{seed}.log",
+        csv="logs/train_stage1/{task}/{run}/seed{seed}.csv",
     wildcard_constraints:
         run=one_of(TLM_RUNS),
-    params:
-        settings=stage_settings("stage1"),
+    conda:
+        "../envs/train.yaml"
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
-    log:
-        log="logs/train_stage1/{task}/{run}/seed{seed}.log",
-        csv="logs/train_stage1/{task}/{run}/seed{seed}.csv",
-    conda:
-        "../envs/train.yaml"
+    params:
+        settings=stage_settings("stage1"),
     script:
         "../workflow/scripts/train_stage.py"
 
@@ -72,20 +72,20 @@ rule train_stage2:
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),
+    log:
+        log="logs/train_stage2/{task}/{run}/seed{seed}.log",
+        csv="logs/train_stage2/{task}/{run}/seed{seed}.csv",
     wildcard_constraints:
         run=one_of(TLM_RUNS),
-    params:
-        settings=stage_settings("stage2"),
+    conda:
+        "../envs/train.yaml"
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
-    log:
-        log="logs/train_stage2/{task}/{run}/seed{seed}.log",
-        csv="logs/train_stage2/{task}/{run}/seed{seed}.csv",
-    conda:
-        "../envs/train.yaml"
+    params:
+        settings=stage_settings("stage2"),
     script:
         "../workflow/scripts/train_stage.py"
 
@@ -100,17 +100,17 @@ rule tokenize_plm:
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/tokens/{split}"),
+    log:
+        "logs/tokenize_plm/{task}/{run}/{split}.log",
     wildcard_constraints:
         run=one_of(PLM_RUNS),
         split="train|dev|test",
+    conda:
+        "../envs/train.yaml"
     params:
         max_seq_length=lambda wc: run_settings(config, wc.run, 0, wc.task)["model"]["max_seq_length"],
         with_labels=True,
         max_rank=0,
-    log:
-        "logs/tokenize_plm/{task}/{run}/{split}.log",
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/tokenize.py"
 
@@ -122,19 +122,19 @@ rule finetune_plm:
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),
+    log:
+        log="logs/finetune_plm/{task}/{run}/seed{seed}.log",
+        csv="logs/finetune_plm/{task}/{run}/seed{seed}.csv",
     wildcard_constraints:
         run=one_of(PLM_RUNS),
-    params:
-        settings=stage_settings("stage2"),
+    conda:
+        "../envs/train.yaml"
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["gpu"],
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
-    log:
-        log="logs/finetune_plm/{task}/{run}/seed{seed}.log",
-        csv="logs/finetune_plm/{task}/{run}/seed{seed}.csv",
-    conda:
-        "../envs/train.yaml"
+    params:
+        settings=stage_settings("stage2"),
     script:
         "../workflow/scripts/train_stage.py"

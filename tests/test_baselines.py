@@ -1,4 +1,3 @@
-
 from tlm.baselines import tfidf_baseline
 from tlm.io import write_json
 

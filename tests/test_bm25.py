@@ -12,9 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlm.bm25 import BLOCK, Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, merge_topk, quantize_impacts, search_shard, top_k
-from tlm.io import TLMInputError
+from tlm.bm25 import (
+    BLOCK,
+    Analyzer,
+    ShardIndex,
+    build_shard_index,
+    count_terms,
+    merge_stats,
+    merge_topk,
+    quantize_impacts,
+    search_shard,
+    top_k,
+)
 from tlm.corpus import SHARD_SCHEMA
+from tlm.io import TLMInputError
 
 
 def reference_bm25(docs: list[list[str]], query: list[str], k1=1.5, b=0.75) -> np.ndarray:
@@ -85,8 +96,10 @@ def test_index_is_a_bm25s_index_with_bm25s_scores(tmp_path, demo_corpus_texts):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    docs=st.lists(st.lists(st.sampled_from("ab cd ef gh ij kl mn".split()), min_size=0, max_size=8), min_size=1, max_size=30),
-    query=st.lists(st.sampled_from("ab cd ef gh zz".split()), min_size=1, max_size=4),
+    docs=st.lists(
+        st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "ij", "kl", "mn"]), min_size=0, max_size=8), min_size=1, max_size=30
+    ),
+    query=st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "zz"]), min_size=1, max_size=4),
     n_shards=st.integers(1, 4),
     k=st.integers(1, 40),
 )
@@ -131,8 +144,14 @@ def test_search_across_kernel_blocks_with_mass_ties(tmp_path):
     index = ShardIndex(index_dir)
     # the last two queries are so long (40,000 terms) that int32 sums could overflow; the repeated
     # term's 40,000 x 65535 does overflow them
-    queries = [["w1", "w2", "w3"], ["w1"], list(rng.choice(vocab, 30)), ["w299", "w7", "w1", "w1"], list(rng.choice(vocab, 40_000)),
-               ["rare"] * 40_000]
+    queries = [
+        ["w1", "w2", "w3"],
+        ["w1"],
+        list(rng.choice(vocab, 30)),
+        ["w299", "w7", "w1", "w1"],
+        list(rng.choice(vocab, 40_000)),
+        ["rare"] * 40_000,
+    ]
     for k in (1, 50, 3000):
         reference = index.search_exhaustive(queries, k)
         pd.testing.assert_frame_equal(index.search(queries, k), reference)
@@ -153,7 +172,9 @@ def test_repeated_query_terms_count_as_often_as_they_occur(tmp_path, demo_corpus
 def test_threads_and_batches_give_the_single_threaded_result(tmp_path, demo_corpus_texts):
     analyzer = Analyzer()
     dirs = build(tmp_path, demo_corpus_texts, 2)
-    queries = [analyzer(t) for t in demo_corpus_texts[:150]] + [analyzer(" ".join(demo_corpus_texts[i : i + 5])) for i in range(50)]
+    queries = [analyzer(t) for t in demo_corpus_texts[:150]] + [
+        analyzer(" ".join(demo_corpus_texts[i : i + 5])) for i in range(50)
+    ]
     for d in dirs:
         index = ShardIndex(d)
         one = index.search(queries, 20)
@@ -204,7 +225,9 @@ def test_count_terms_in_worker_processes_gives_the_same_postings(tmp_path, demo_
     one, three = np.load(tmp_path / "one/postings.npz"), np.load(tmp_path / "three/postings.npz")
     for key in one.files:
         np.testing.assert_array_equal(one[key], three[key])
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one/terms.parquet"), pd.read_parquet(tmp_path / "three/terms.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "one/terms.parquet"), pd.read_parquet(tmp_path / "three/terms.parquet")
+    )
 
 
 def test_analyzer_options():

@@ -1,8 +1,8 @@
 import pytest
 import yaml
+from conftest import ROOT
 
 from tlm.config import ConfigError, run_settings, validate_config
-from conftest import ROOT
 
 
 def demo():

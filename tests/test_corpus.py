@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import python
 
 from tlm.corpus import SHARD_SCHEMA, shard_corpus, shard_paths
-from conftest import python
 from tlm.io import TLMInputError, read_json
 
 
@@ -34,7 +34,13 @@ def test_formats_ids_shards_and_skips(tmp_path):
     assert docs.doc_id.tolist() == list(range(7))
     assert [pq.read_metadata(p).num_rows for p in shard_paths(tmp_path / "out")] == [3, 3, 1]
     assert pq.read_schema(shard_paths(tmp_path / "out")[0]).equals(SHARD_SCHEMA, check_metadata=False)
-    assert (counts.documents, counts.empty_skipped, counts.bad_utf8_skipped, counts.duplicates_skipped, counts.shards) == (7, 4, 1, 1, 3)
+    assert (counts.documents, counts.empty_skipped, counts.bad_utf8_skipped, counts.duplicates_skipped, counts.shards) == (
+        7,
+        4,
+        1,
+        1,
+        3,
+    )
     assert read_json(tmp_path / "out" / "manifest.json")["documents"] == 7
 
     shard_corpus(paths, tmp_path / "again", shard_size=3, dedup=True)
@@ -87,7 +93,9 @@ def test_peak_memory_is_bounded_by_a_shard_not_the_corpus(tmp_path):
         with open(path, "w") as f:
             for block in range(blocks):
                 f.write("".join(f"doc {block} {i} {filler}\n" for i in range(10_000)))
-        out = subprocess.run([python(), "-c", PEAK_RSS_MB, str(path), str(tmp_path / f"out-{blocks}")], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [python(), "-c", PEAK_RSS_MB, str(path), str(tmp_path / f"out-{blocks}")], capture_output=True, text=True, check=True
+        )
         peak[blocks], size_mb[blocks] = float(out.stdout), path.stat().st_size / 2**20
     assert size_mb[100] > 80 and len(shard_paths(tmp_path / "out-100")) == 50
     growth = peak[100] - peak[5]

@@ -11,7 +11,11 @@ from tlm.io import TLMInputError
 
 def write_task(tmp_path, train, dev=None, test=None, fmt="parquet"):
     paths = {}
-    for split, df in (("train", train), ("dev", dev if dev is not None else train), ("test", test if test is not None else train)):
+    for split, df in (
+        ("train", train),
+        ("dev", dev if dev is not None else train),
+        ("test", test if test is not None else train),
+    ):
         path = tmp_path / f"{split}.{fmt}"
         df.to_parquet(path) if fmt == "parquet" else df.to_csv(path, index=False)
         paths[split] = str(path)
@@ -81,6 +85,7 @@ def test_batches_pad_dynamically_and_cover_every_example():
 def test_length_bucketing_reduces_padding_and_keeps_every_example():
     rng = np.random.default_rng(0)
     rows = [[1] * int(n) for n in rng.integers(2, 60, 400)]
+
     def padding(bucket):
         b = Batches(store(rows), 16, 0, seed=0, bucket=bucket)
         seen, pad = [], 0
@@ -89,6 +94,7 @@ def test_length_bucketing_reduces_padding_and_keeps_every_example():
             pad += int((x["attention_mask"] == 0).sum())
             seen.append(len(x["input_ids"]))
         return pad, sum(seen)
+
     (pad_plain, n1), (pad_bucket, n2) = padding(0), padding(10)
     assert n1 == n2 == 400 and pad_bucket < pad_plain / 5
 

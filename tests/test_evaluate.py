@@ -12,11 +12,22 @@ def test_summary_is_mean_and_std_over_seeds_in_config_order(tmp_path):
             path = tmp_path / "metrics" / "t" / run / f"seed{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             flops = None if run == "tfidf" else 1e12 * (seed + 1)
-            path.write_text(json.dumps({
-                "test_accuracy": acc, "test_macro_f1": acc, "test_micro_f1": acc, "dev_macro_f1": acc,
-                "train_flops": flops, "train_tokens": None if flops is None else 10, "external_docs": 0,
-                "external_bytes": 0, "train_seconds": 2.0, "device": "cpu",
-            }))
+            path.write_text(
+                json.dumps(
+                    {
+                        "test_accuracy": acc,
+                        "test_macro_f1": acc,
+                        "test_micro_f1": acc,
+                        "dev_macro_f1": acc,
+                        "train_flops": flops,
+                        "train_tokens": None if flops is None else 10,
+                        "external_docs": 0,
+                        "external_bytes": 0,
+                        "train_seconds": 2.0,
+                        "device": "cpu",
+                    }
+                )
+            )
             paths.append(path)
     table = summarize(paths, tmp_path / "s.md", tmp_path / "s.csv")
     assert table.run.tolist() == ["tlm", "task_only", "tfidf"]

@@ -8,7 +8,9 @@ ABSTRACT = (
 
 def test_candidate_phrases_split_at_stopwords_and_punctuation():
     assert candidate_phrases("Compatibility of systems, of linear constraints.") == [
-        ("compatibility",), ("systems",), ("linear", "constraints"),
+        ("compatibility",),
+        ("systems",),
+        ("linear", "constraints"),
     ]
 
 

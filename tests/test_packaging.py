@@ -1,10 +1,9 @@
 """The conda environments in envs/ ask for the same packages and versions as pyproject.toml."""
 
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 

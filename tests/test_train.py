@@ -8,7 +8,15 @@ from tlm.data import Batches, TokenStore
 from tlm.metrics import classification_metrics, paper_flops, step_flops
 from tlm.model import TLMModel, count_parameters, make_config
 from tlm.train import (
-    Checkpoints, Dist, StageConfig, is_task_step, lr_lambda, run_stage, task_loss_weights, train_stage, train_tokenizer,
+    Checkpoints,
+    Dist,
+    StageConfig,
+    is_task_step,
+    lr_lambda,
+    run_stage,
+    task_loss_weights,
+    train_stage,
+    train_tokenizer,
 )
 
 
@@ -81,7 +89,7 @@ def tiny_task(tmp_path_factory, demo_task):
     train = demo_task["train"].groupby("label").head(20)
     labels = sorted(train.label.unique())
     tok = train_tokenizer(train.text, 600, 2, tmp / "tok")
-    y = train.label.map({l: i for i, l in enumerate(labels)}).to_numpy()
+    y = train.label.map({label: i for i, label in enumerate(labels)}).to_numpy()
     return tok, TokenStore.from_texts(tok, train.text, 64, y), TokenStore.from_texts(tok, train.text, 64)
 
 
@@ -95,12 +103,25 @@ def test_tokenizer_and_token_store(tiny_task, tmp_path):
 def run(tiny_task, tmp_path, steps=12, ckpt=None, d=Dist(), dropout=0.1, device=None, **cfg):
     tok, store, ext = tiny_task
     torch.manual_seed(0)
-    model = TLMModel(make_config("tiny", len(tok), [str(i) for i in range(int(store.labels.max()) + 1)], 64, tok.pad_token_id, dropout))
-    cfg = StageConfig(**{"max_steps": steps, "batch_size": 8, "learning_rate": 1e-3, "rho1": 2, "rho2": 5, "eval_steps": 6, **cfg})
+    model = TLMModel(
+        make_config("tiny", len(tok), [str(i) for i in range(int(store.labels.max()) + 1)], 64, tok.pad_token_id, dropout)
+    )
+    cfg = StageConfig(
+        **{"max_steps": steps, "batch_size": 8, "learning_rate": 1e-3, "rho1": 2, "rho2": 5, "eval_steps": 6, **cfg}
+    )
     pad = tok.pad_token_id
     res = train_stage(
-        model, cfg, tok, Batches(store, 8, pad, seed=0, bucket=2), Batches(ext, 8, pad, seed=1),
-        Batches(store, 32, pad, seed=0, shuffle=False), tmp_path / f"log{d.rank}.csv", keep_best=False, checkpoints=ckpt, d=d, device=device,
+        model,
+        cfg,
+        tok,
+        Batches(store, 8, pad, seed=0, bucket=2),
+        Batches(ext, 8, pad, seed=1),
+        Batches(store, 32, pad, seed=0, shuffle=False),
+        tmp_path / f"log{d.rank}.csv",
+        keep_best=False,
+        checkpoints=ckpt,
+        d=d,
+        device=device,
     )
     return model, res
 
@@ -154,7 +175,9 @@ def test_gradient_accumulation_keeps_the_step(tiny_task, tmp_path):
 
 def _ddp_worker(rank, tiny_task, tmp_path, port, out):
     import os
+
     import torch.distributed as dist
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
@@ -183,13 +206,25 @@ def test_seeds_give_different_but_reproducible_runs(tiny_task, tmp_path):
     dev = TokenStore(store.ids, store.offsets, store.labels)
     for name, s in (("train", store), ("dev", dev), ("external", ext)):
         s.save(tmp_path / "tokens" / name)
-    settings = {"model": {"preset": "tiny", "max_seq_length": 64}, "trainer": {},
-                "stage1": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "rho1": 1, "rho2": 5, "save_steps": 0}}
+    settings = {
+        "model": {"preset": "tiny", "max_seq_length": 64},
+        "trainer": {},
+        "stage1": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "rho1": 1, "rho2": 5, "save_steps": 0},
+    }
 
     def weights(seed, name):
         out = tmp_path / name / "stage1"
-        run_stage("stage1", {**settings, "seed": seed}, tmp_path / "tok", tmp_path / "tokens", tmp_path / "tokens" / "external",
-                  None, [str(i) for i in range(15)], out, tmp_path / name / "log.csv")
+        run_stage(
+            "stage1",
+            {**settings, "seed": seed},
+            tmp_path / "tok",
+            tmp_path / "tokens",
+            tmp_path / "tokens" / "external",
+            None,
+            [str(i) for i in range(15)],
+            out,
+            tmp_path / name / "log.csv",
+        )
         return TLMModel.from_pretrained(out).state_dict()
 
     a, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")

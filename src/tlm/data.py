@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,15 @@ from tlm.io import TLMInputError, atomic_path
 SPLITS = ("train", "dev", "test")
 
 
-TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv",
-                 ".jsonl": "jsonl", ".jsonl.gz": "jsonl"}
+TABLE_FORMATS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".tsv": "tsv",
+    ".tsv.gz": "tsv",
+    ".jsonl": "jsonl",
+    ".jsonl.gz": "jsonl",
+}
 
 
 def table_format(path: Path) -> str:
@@ -84,7 +91,9 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
         raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
 
 
-def load_task(paths: dict[str, str], text_column: str = "text", label_column: str = "label") -> tuple[dict[str, pd.DataFrame], list[str]]:
+def load_task(
+    paths: dict[str, str], text_column: str = "text", label_column: str = "label"
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Validate the three splits of a task; return them as (text, label) frames and the sorted label set."""
     splits = {}
     for split in SPLITS:
@@ -96,7 +105,9 @@ def load_task(paths: dict[str, str], text_column: str = "text", label_column: st
         splits[split] = df
     labels = sorted(splits["train"]["label"].unique())
     if len(labels) < 2:
-        raise TLMInputError(f"{paths['train']}: only {len(labels)} distinct label(s). Fix: a classification task needs >= 2 labels.")
+        raise TLMInputError(
+            f"{paths['train']}: only {len(labels)} distinct label(s). Fix: a classification task needs >= 2 labels."
+        )
     for split in ("dev", "test"):
         unknown = sorted(set(splits[split]["label"]) - set(labels))
         if unknown:
@@ -115,7 +126,7 @@ class TokenStore:
         self.ids, self.offsets, self.labels = ids, offsets, labels
 
     @classmethod
-    def from_texts(cls, tokenizer, texts, max_seq_length: int, labels=None, chunk: int = 20_000) -> "TokenStore":
+    def from_texts(cls, tokenizer, texts, max_seq_length: int, labels=None, chunk: int = 20_000) -> TokenStore:
         texts = list(texts)
         parts, lengths = [], []
         for start in range(0, len(texts), chunk):
@@ -135,7 +146,7 @@ class TokenStore:
                 np.save(tmp / "labels.npy", self.labels)
 
     @classmethod
-    def load(cls, path) -> "TokenStore":
+    def load(cls, path) -> TokenStore:
         path = Path(path)
         labels = np.load(path / "labels.npy") if (path / "labels.npy").exists() else None
         return cls(np.load(path / "ids.npy", mmap_mode="r"), np.load(path / "offsets.npy"), labels)
@@ -160,8 +171,17 @@ class Batches:
     sees exactly the batches an uninterrupted one would.
     """
 
-    def __init__(self, store: TokenStore, batch_size: int, pad_id: int, seed: int, shuffle: bool = True,
-                 bucket: int = 0, max_len: int | None = None, sep_id: int | None = None):
+    def __init__(
+        self,
+        store: TokenStore,
+        batch_size: int,
+        pad_id: int,
+        seed: int,
+        shuffle: bool = True,
+        bucket: int = 0,
+        max_len: int | None = None,
+        sep_id: int | None = None,
+    ):
         if len(store) == 0:
             raise ValueError("no examples to batch")
         self.store, self.batch_size, self.pad_id = store, batch_size, pad_id

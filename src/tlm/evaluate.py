@@ -15,8 +15,9 @@ from tlm.select import external_size
 from tlm.train import amp_dtype, load_tokenizer, pick_device, predict_proba
 
 
-def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto", max_rank: int = 0,
-                 predictions_path=None) -> dict:
+def evaluate_run(
+    stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto", max_rank: int = 0, predictions_path=None
+) -> dict:
     """Test metrics of the last stage's model, loaded as plain transformers loads it; costs summed
     over every trained stage. `predictions_path`: where the test predictions go (`probabilities`)."""
     final = Path(stage_dirs[-1])
@@ -24,8 +25,15 @@ def evaluate_run(stage_dirs: list, tokens_dir, external_paths: list, precision: 
     tokenizer = load_tokenizer(final)
     model = load_classifier(final).to(device)
     test = TokenStore.load(tokens_dir)
-    batches = Batches(test, 256, tokenizer.pad_token_id, seed=0, shuffle=False,
-                      max_len=tokenizer.model_max_length, sep_id=tokenizer.sep_token_id)
+    batches = Batches(
+        test,
+        256,
+        tokenizer.pad_token_id,
+        seed=0,
+        shuffle=False,
+        max_len=tokenizer.model_max_length,
+        sep_id=tokenizer.sep_token_id,
+    )
     probs = predict_proba(model, batches.epoch(), device, amp_dtype(precision, device))
     scores = classification_metrics(test.labels, probs.argmax(-1), model.config.num_labels)
     if predictions_path:
@@ -69,8 +77,14 @@ def probabilities(probs, labels: list[str]) -> pd.DataFrame:
 
 
 SUMMARY_COLUMNS = {  # metrics.json key -> column of the summary table
-    "test_accuracy": "accuracy", "test_macro_f1": "macro-F1", "test_micro_f1": "micro-F1", "dev_macro_f1": "dev macro-F1",
-    "train_flops": "train FLOPs", "train_tokens": "tokens", "external_docs": "S docs", "external_bytes": "S bytes",
+    "test_accuracy": "accuracy",
+    "test_macro_f1": "macro-F1",
+    "test_micro_f1": "micro-F1",
+    "dev_macro_f1": "dev macro-F1",
+    "train_flops": "train FLOPs",
+    "train_tokens": "tokens",
+    "external_docs": "S docs",
+    "external_bytes": "S bytes",
     "train_seconds": "train s",
 }
 QUALITY = ("test_accuracy", "test_macro_f1", "test_micro_f1", "dev_macro_f1")
@@ -107,12 +121,16 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
             fmt = "{:.2e}" if key == "train_flops" else "{:.0f}"
             shown[name] = [("-" if pd.isna(v) else fmt.format(v)) for v in table[key]]
     shown["device"] = table["device"]
-    text = ("# TLM results\n\nTest split unless marked dev; F1 and accuracy in %, mean ± std over seeds; "
-            "costs are means per seed.\n\n" + markdown_table(shown))
+    text = (
+        "# TLM results\n\nTest split unless marked dev; F1 and accuracy in %, mean ± std over seeds; "
+        "costs are means per seed.\n\n" + markdown_table(shown)
+    )
     if "pretraining" in runs:  # plm runs: their train FLOPs are the fine-tuning only
         notes = runs.dropna(subset=["pretraining"]).drop_duplicates("run")
-        text += "".join(f"\n{r.run}: train FLOPs count the fine-tuning only; its pretraining, as documented: "
-                        f"{r.pretraining}\n" for r in notes.itertuples())
+        text += "".join(
+            f"\n{r.run}: train FLOPs count the fine-tuning only; its pretraining, as documented: {r.pretraining}\n"
+            for r in notes.itertuples()
+        )
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
     return table

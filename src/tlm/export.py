@@ -20,12 +20,14 @@ import yaml
 import tlm
 from tlm.io import atomic_path, read_json, write_json
 
+
 def workflow_version() -> str:
     """tlm's version, with the git commit of the workflow when it runs from a checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{tlm.__version__} ({commit})" if commit else tlm.__version__
@@ -68,30 +70,46 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "tags": ["tlm", "text-classification", run["kind"]],
-        "model-index": [{"name": f"{task['name']}-{run['name']}", "results": [{
-            "task": {"type": "text-classification"},
-            "dataset": {"name": task["name"], "type": task["name"], "split": "test"},
-            "metrics": [{"type": "accuracy", "value": round(metrics["test_accuracy"], 4)},
-                        {"type": "f1", "name": "macro-F1", "value": round(metrics["test_macro_f1"], 4)}],
-        }]}],
+        "model-index": [
+            {
+                "name": f"{task['name']}-{run['name']}",
+                "results": [
+                    {
+                        "task": {"type": "text-classification"},
+                        "dataset": {"name": task["name"], "type": task["name"], "split": "test"},
+                        "metrics": [
+                            {"type": "accuracy", "value": round(metrics["test_accuracy"], 4)},
+                            {"type": "f1", "name": "macro-F1", "value": round(metrics["test_macro_f1"], 4)},
+                        ],
+                    }
+                ],
+            }
+        ],
     }
     arch = config["architectures"][0]
     if run["kind"] == "plm":
-        made = (f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task with its own "
-                "classification head")
+        made = (
+            f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task with its own classification head"
+        )
     else:
-        made = (f"a {config['num_hidden_layers']}-layer, {config['hidden_size']}-wide encoder ({arch}: BERT's encoder, "
-                "ELECTRA's Linear-GELU-Linear head on [CLS]) trained **from scratch** with TLM "
-                "(Yao et al., *NLP From Scratch Without Large-Scale Pretraining*, ICML 2022)")
+        made = (
+            f"a {config['num_hidden_layers']}-layer, {config['hidden_size']}-wide encoder ({arch}: BERT's encoder, "
+            "ELECTRA's Linear-GELU-Linear head on [CLS]) trained **from scratch** with TLM "
+            "(Yao et al., *NLP From Scratch Without Large-Scale Pretraining*, ICML 2022)"
+        )
     if run["external"] == "bm25":
         k = run.get("top_k") or task["top_k"]
-        data = (f"- external data S: the top-{k} BM25 neighbours of each training example (queries: "
-                f"{task['query_mode']}) in a general corpus of {corpus.get('documents', '?'):,} documents "
-                f"({', '.join(corpus.get('paths', []))}): {metrics['external_docs']:,} documents, "
-                f"{metrics['external_bytes'] / 1e6:.1f} MB")
+        data = (
+            f"- external data S: the top-{k} BM25 neighbours of each training example (queries: "
+            f"{task['query_mode']}) in a general corpus of {corpus.get('documents', '?'):,} documents "
+            f"({', '.join(corpus.get('paths', []))}): {metrics['external_docs']:,} documents, "
+            f"{metrics['external_bytes'] / 1e6:.1f} MB"
+        )
     elif run["external"] == "random":
-        data = (f"- external data: {metrics['external_docs']:,} documents drawn at random from a corpus of "
-                f"{corpus.get('documents', '?'):,} (the `random` ablation)")
+        data = (
+            f"- external data: {metrics['external_docs']:,} documents drawn at random from a corpus of "
+            f"{corpus.get('documents', '?'):,} (the `random` ablation)"
+        )
     else:
         data = "- no external data (the task's texts only)"
     train_lines = []
@@ -99,51 +117,78 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         s = result["plan"]
         extra = f", rho1 {s['rho1']}, rho2 {s['rho2']}" if name == "stage1" else ""
         stop = f", stopped early (best on dev at step {result['best_step']})" if result.get("stopped_early") else ""
-        train_lines.append(f"- {name}: {result['steps']:,} of {s['max_steps']:,} planned steps, batch {s['batch_size']}, "
-                           f"learning rate {s['learning_rate']:g} (warm-up {s['warmup_steps']}, linear decay){extra}{stop}; "
-                           f"{result['tokens']:,} tokens, {result['flops']:.2e} FLOPs, {result['seconds']:.0f} s on {result['device']}")
+        train_lines.append(
+            f"- {name}: {result['steps']:,} of {s['max_steps']:,} planned steps, batch {s['batch_size']}, "
+            f"learning rate {s['learning_rate']:g} (warm-up {s['warmup_steps']}, linear decay){extra}{stop}; "
+            f"{result['tokens']:,} tokens, {result['flops']:.2e} FLOPs, {result['seconds']:.0f} s on {result['device']}"
+        )
     settings = {name: result["settings"] for name, result in stages.items()}
     max_len = config.get("max_position_embeddings")
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {task['name']}: {run['name']}", "",
-        f"A text classifier for the task `{task['name']}` ({len(labels)} labels): {made}.", "",
-        "## Labels", "", ", ".join(f"`{label}`" for label in labels), "",
-        "## Training data", "",
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {task['name']}: {run['name']}",
+        "",
+        f"A text classifier for the task `{task['name']}` ({len(labels)} labels): {made}.",
+        "",
+        "## Labels",
+        "",
+        ", ".join(f"`{label}`" for label in labels),
+        "",
+        "## Training data",
+        "",
         f"- task: {task['train']:,} training, {task['dev']:,} dev and {task['test']:,} test examples",
-        data, "",
-        "## Training", "", *train_lines,
-        "- checkpoint: the step with the best dev macro-F1" if "stage2" in stages else "- checkpoint: the last step", "",
-        "## Results (test split)", "",
-        "| accuracy | macro-F1 | micro-F1 | dev macro-F1 |", "|---|---|---|---|",
+        data,
+        "",
+        "## Training",
+        "",
+        *train_lines,
+        "- checkpoint: the step with the best dev macro-F1" if "stage2" in stages else "- checkpoint: the last step",
+        "",
+        "## Results (test split)",
+        "",
+        "| accuracy | macro-F1 | micro-F1 | dev macro-F1 |",
+        "|---|---|---|---|",
         f"| {_pct(metrics['test_accuracy'])} | {_pct(metrics['test_macro_f1'])} | {_pct(metrics['test_micro_f1'])} | "
-        f"{_pct(metrics.get('dev_macro_f1'))} |", "",
+        f"{_pct(metrics.get('dev_macro_f1'))} |",
+        "",
         f"Cost: {metrics['train_flops']:.2e} training FLOPs counted per step on real tokens "
         f"({metrics['train_flops_6nd']:.2e} as 6 x parameters x tokens; {metrics['parameters']:,} parameters), "
         f"{metrics['train_tokens']:,} tokens, {metrics['train_seconds']:.0f} s on {metrics['device']}."
         + (f" Pretraining of the checkpoint, as documented: {metrics['pretraining']}" if metrics.get("pretraining") else ""),
         "",
-        "## Use", "",
+        "## Use",
+        "",
         "```python",
         "from transformers import pipeline",
         "",
         'classify = pipeline("text-classification", model="path/to/this/directory")',
         'print(classify(["a text to label"], truncation=True))  # cut at the length it was trained on',
-        "```", "",
-        "It loads as `AutoModelForSequenceClassification` with `AutoTokenizer`; no remote code." + (
-            " The stage-1 checkpoint beside it also loads as `AutoModelForMaskedLM`." if run["kind"] == "tlm" else ""), "",
-        "## Intended use and limits", "",
-        f"- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
-        f"on other data can be much lower than on the test split.",
+        "```",
+        "",
+        "It loads as `AutoModelForSequenceClassification` with `AutoTokenizer`; no remote code."
+        + (" The stage-1 checkpoint beside it also loads as `AutoModelForMaskedLM`." if run["kind"] == "tlm" else ""),
+        "",
+        "## Intended use and limits",
+        "",
+        "- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
+        "on other data can be much lower than on the test split.",
         f"- Inputs are cut at {max_len} tokens: pass `truncation=True` (without it, longer texts fail)."
-        if run["kind"] == "tlm" else "- Pass `truncation=True`: inputs are then cut where the model was fine-tuned.",
+        if run["kind"] == "tlm"
+        else "- Pass `truncation=True`: inputs are then cut where the model was fine-tuned.",
         "- A small model trained on a small amount of data: it inherits the biases of the task's labels and of the "
         "texts it was trained on, and it is not calibrated; compare it with the `tfidf` baseline in the workflow's summary.",
         "",
-        "## How it was made", "",
-        f"With the tlm workflow, version {info['version']}: run `{run['name']}`, seed {run['seed']}. "
-        "Its settings as trained:", "",
-        "```json", json.dumps(settings, indent=2, sort_keys=True), "```", "",
+        "## How it was made",
+        "",
+        f"With the tlm workflow, version {info['version']}: run `{run['name']}`, seed {run['seed']}. Its settings as trained:",
+        "",
+        "```json",
+        json.dumps(settings, indent=2, sort_keys=True),
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
@@ -157,9 +202,13 @@ def export_best(candidates: dict, out_dir) -> dict:
     mean = {run: sum(v for (r, _), v in dev.items() if r == run) / sum(r == run for r, _ in dev) for run in runs}
     run = max(runs, key=lambda r: mean[r])  # max keeps the first of equal ones
     seed = max(sorted(s for r, s in candidates if r == run), key=lambda s: dev[(run, s)])
-    choice = {"run": run, "seed": seed, "dev_macro_f1": dev[(run, seed)],
-              "rule": "the run with the best mean dev macro-F1 over seeds, then its seed with the best dev macro-F1",
-              "mean_dev_macro_f1": mean}
+    choice = {
+        "run": run,
+        "seed": seed,
+        "dev_macro_f1": dev[(run, seed)],
+        "rule": "the run with the best mean dev macro-F1 over seeds, then its seed with the best dev macro-F1",
+        "mean_dev_macro_f1": mean,
+    }
     with atomic_path(out_dir, is_dir=True) as tmp:
         shutil.copytree(candidates[(run, seed)], tmp)
         write_json(choice, tmp / "selection.json")

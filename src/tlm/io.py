@@ -43,9 +43,7 @@ def arrow_table(df: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
     every artefact keeps the documented schema."""
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     if schema is None:
-        table = table.cast(pa.schema([
-            f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema
-        ]))
+        table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]))
     return table
 
 

@@ -36,17 +36,23 @@ def training_flops(config, tokens: float, squared: float, masked_tokens: float, 
     vocabulary projection) on the masked positions only (that is all this model computes) and the
     classification head on the [CLS] of `task_rows` rows.
     """
-    L, H, I, V = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
-    dense = L * (4 * H * H + 2 * H * I)  # Q, K, V, output projections and the feed-forward block
-    return (6 * dense * tokens + 12 * L * H * squared + 6 * (H * H + H * V) * masked_tokens
-            + 6 * (H * H + H * config.num_labels) * task_rows)
+    L, H, F, V = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
+    dense = L * (4 * H * H + 2 * H * F)  # Q, K, V, output projections and the feed-forward block
+    return (
+        6 * dense * tokens
+        + 12 * L * H * squared
+        + 6 * (H * H + H * V) * masked_tokens
+        + 6 * (H * H + H * config.num_labels) * task_rows
+    )
 
 
 def step_flops(config, lengths, masked_tokens: int, task_head: bool) -> int:
     """`training_flops` of one step over rows of `lengths`: with each row's own length the work on
     real tokens, with every row at the batch's padded width the work the hardware did."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    return int(training_flops(config, int(lengths.sum()), int((lengths**2).sum()), masked_tokens, len(lengths) if task_head else 0))
+    return int(
+        training_flops(config, int(lengths.sum()), int((lengths**2).sum()), masked_tokens, len(lengths) if task_head else 0)
+    )
 
 
 def paper_flops(parameters: int, tokens: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -45,8 +45,15 @@ def predict_texts(model, tokenizer, texts: list[str], device, dtype=None, batch_
     return probs
 
 
-def predict_files(model_dir, paths: list[str], text_column: str, out_path, batch_size: int = 128,
-                  chunk_rows: int = 32_768, precision: str = "auto") -> int:
+def predict_files(
+    model_dir,
+    paths: list[str],
+    text_column: str,
+    out_path,
+    batch_size: int = 128,
+    chunk_rows: int = 32_768,
+    precision: str = "auto",
+) -> int:
     """Predict every text of `paths` (task-format files, `text_column`) into one Parquet file:
     file, row (within its file), label (the predicted one) and prob_<label> per label. Returns the
     number of texts."""

@@ -43,13 +43,26 @@ def plot_quality_vs_flops(curves: pd.DataFrame, summary: pd.DataFrame, task: str
     dev = curves.dropna(subset=["dev_macro_f1"])
     # one line per run: the mean over seeds at each evaluation (same steps in every seed), ± std
     points = dev.groupby(["run", "stage", "step"], sort=False).agg(
-        flops=("total_flops", "mean"), f1=("dev_macro_f1", "mean"), sd=("dev_macro_f1", "std"), seeds=("seed", "size"))
+        flops=("total_flops", "mean"), f1=("dev_macro_f1", "mean"), sd=("dev_macro_f1", "std"), seeds=("seed", "size")
+    )
     for run, g in points.reset_index().groupby("run", sort=False):
-        line, = ax.plot(g["flops"], 100 * g["f1"], marker=".", label=f"{run} (dev, {g['seeds'].max()} seeds)")
-        ax.fill_between(g["flops"], 100 * (g["f1"] - g["sd"].fillna(0)), 100 * (g["f1"] + g["sd"].fillna(0)),
-                        color=line.get_color(), alpha=0.15)
+        (line,) = ax.plot(g["flops"], 100 * g["f1"], marker=".", label=f"{run} (dev, {g['seeds'].max()} seeds)")
+        ax.fill_between(
+            g["flops"],
+            100 * (g["f1"] - g["sd"].fillna(0)),
+            100 * (g["f1"] + g["sd"].fillna(0)),
+            color=line.get_color(),
+            alpha=0.15,
+        )
     final = summary[(summary.task == task) & summary.train_flops.notna()]
-    ax.errorbar(final["train_flops"], 100 * final["test_macro_f1"], yerr=100 * final["test_macro_f1_std"], fmt="k*", ms=10, label="test (mean ± std)")
+    ax.errorbar(
+        final["train_flops"],
+        100 * final["test_macro_f1"],
+        yerr=100 * final["test_macro_f1_std"],
+        fmt="k*",
+        ms=10,
+        label="test (mean ± std)",
+    )
     for row in final.itertuples():
         ax.annotate(row.run, (row.train_flops, 100 * row.test_macro_f1), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
@@ -62,9 +75,11 @@ def plot_quality_vs_flops(curves: pd.DataFrame, summary: pd.DataFrame, task: str
 def plot_training_curves(curves: pd.DataFrame, task: str, path) -> None:
     """Loss per step: MLM on external batches, MLM and task loss on task batches, by stage."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = [("stage1", "external", "mlm_loss", "stage 1: MLM loss, external batches"),
-              ("stage1", "task", "mlm_loss", "stage 1: MLM loss, task batches"),
-              ("stage2", "task", "task_loss", "stage 2: task loss")]
+    panels = [
+        ("stage1", "external", "mlm_loss", "stage 1: MLM loss, external batches"),
+        ("stage1", "task", "mlm_loss", "stage 1: MLM loss, task batches"),
+        ("stage2", "task", "task_loss", "stage 2: task loss"),
+    ]
     for ax, (stage, kind, column, title) in zip(axes, panels):
         sel = curves[(curves.stage == stage) & (curves.batch == kind)].dropna(subset=[column])
         for (run, seed), g in sel.groupby(["run", "seed"], sort=False):
@@ -89,7 +104,9 @@ def plot_runs(summary: pd.DataFrame, task: str, path) -> None:
     _save(fig, path)
 
 
-def retrieval_report(task: str, train_path, queries_path, topk_path, external_path, manifest_path, path, examples: int = 5, show: int = 3) -> dict:
+def retrieval_report(
+    task: str, train_path, queries_path, topk_path, external_path, manifest_path, path, examples: int = 5, show: int = 3
+) -> dict:
     """|S|, its share of the corpus, how much the queries' neighbours overlap, and the top
     documents of a few task examples, as an HTML page."""
     train = pd.read_parquet(train_path)
@@ -123,8 +140,10 @@ def retrieval_report(task: str, train_path, queries_path, topk_path, external_pa
     parts.append("</table><h3>Examples: a task text, its query and its top documents</h3>")
     for q in sorted(picked):
         hits = topk[topk.query_id == q].head(show)
-        parts.append(f"<p><b>[{html.escape(labels[q])}]</b> {html.escape(train['text'].iloc[q][:400])}<br>"
-                     f"<i>query:</i> {html.escape(queries['text'].iloc[q][:300])}</p><ol>")
+        parts.append(
+            f"<p><b>[{html.escape(labels[q])}]</b> {html.escape(train['text'].iloc[q][:400])}<br>"
+            f"<i>query:</i> {html.escape(queries['text'].iloc[q][:300])}</p><ol>"
+        )
         parts += [f"<li>({h.score:.2f}) {html.escape(texts[h.doc_id][:300])}</li>" for h in hits.itertuples()]
         parts.append("</ol>")
     with atomic_path(path) as tmp:

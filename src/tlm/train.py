@@ -55,8 +55,23 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 # computed; flops: on real tokens; tokens_per_s and mfu: real tokens and their FLOPs per second
 # (mfu against the card's dense bf16 peak, where it is known); data_seconds: time spent preparing
 # batches (drawing, masking, copying to the device) rather than computing
-LOG_COLUMNS = ["step", "batch", "loss", "mlm_loss", "task_loss", "lr", "tokens", "padded_tokens", "flops", "seconds",
-               "data_seconds", "tokens_per_s", "mfu", "dev_macro_f1", "dev_accuracy"]
+LOG_COLUMNS = [
+    "step",
+    "batch",
+    "loss",
+    "mlm_loss",
+    "task_loss",
+    "lr",
+    "tokens",
+    "padded_tokens",
+    "flops",
+    "seconds",
+    "data_seconds",
+    "tokens_per_s",
+    "mfu",
+    "dev_macro_f1",
+    "dev_accuracy",
+]
 
 
 def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreTrainedTokenizerFast:
@@ -65,7 +80,9 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS.values()))
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS.values())
+    )
     tok.train_from_iterator(texts, trainer)
     # The trainer numbers tokens of equal rank in hash order, which changes from process to process;
     # canonical ids (specials first, then sorted) make the same vocabulary always give the same ids.
@@ -75,7 +92,8 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
     ordered = specials + sorted(set(tok.get_vocab()) - set(specials))
     tok.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
     )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
@@ -89,8 +107,10 @@ def load_tokenizer(path) -> PreTrainedTokenizerFast:
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
-        raise TLMInputError(f"{path}: not a readable tokenizer directory ({e}). Fix: set `tokenizer.path` to a local "
-                            "directory saved with save_pretrained, or null to train one.") from None
+        raise TLMInputError(
+            f"{path}: not a readable tokenizer directory ({e}). Fix: set `tokenizer.path` to a local "
+            "directory saved with save_pretrained, or null to train one."
+        ) from None
     missing = [name for name in ("pad_token", "cls_token", "sep_token", "mask_token") if getattr(tok, name) is None]
     if missing:
         raise TLMInputError(f"{path}: the tokenizer has no {missing}. Fix: use a BERT-style tokenizer (MLM needs them).")
@@ -227,7 +247,7 @@ class TrainResult:
     dev: dict = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dist:
     """Where this process stands in data-parallel training (rank 0 of 1 without DDP)."""
 
@@ -314,9 +334,14 @@ def train_stage(
     model.to(device).train()
     params = [p for p in model.parameters()]
     optim = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-        lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda",
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=cfg.learning_rate,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        fused=device.type == "cuda",
     )
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(cfg.warmup_steps or 0, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -352,12 +377,11 @@ def train_stage(
         )
 
     Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
-    fh = open(log_csv, "w", newline="") if d.main else None  # written as training goes: tail -f shows it
-    writer = csv.writer(fh) if fh else None
-    if writer:
-        writer.writerows([LOG_COLUMNS, *rows])
     start = time.perf_counter() - res.seconds
-    try:
+    # written as training goes (tail -f shows it), by the main process only
+    with open(log_csv if d.main else os.devnull, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerows([LOG_COLUMNS, *rows])
         for step in range(start_step, cfg.max_steps):
             tick = time.perf_counter()
             on_task = is_task_step(step, cfg.rho1, external is not None)
@@ -365,19 +389,25 @@ def train_stage(
             mlm_labels = None
             if not on_task or w_mlm > 0:
                 batch["input_ids"], mlm_labels = mask_tokens(
-                    batch["input_ids"], torch.isin(batch["input_ids"], special), tokenizer.mask_token_id,
-                    len(tokenizer), cfg.mlm_probability, gen,
+                    batch["input_ids"],
+                    torch.isin(batch["input_ids"], special),
+                    tokenizer.mask_token_id,
+                    len(tokenizer),
+                    cfg.mlm_probability,
+                    gen,
                 )
                 batch["mlm_labels"] = mlm_labels
             n_masked = max(int((mlm_labels != -100).sum()), 1) if mlm_labels is not None else 1
             n_examples = len(batch["input_ids"])
-            parts = [{k: v.to(device, non_blocking=True) for k, v in trim(batch, r).items()}
-                     for r in micro_batches(n_examples, d, cfg.gradient_accumulation_steps)]
+            parts = [
+                {k: v.to(device, non_blocking=True) for k, v in trim(batch, r).items()}
+                for r in micro_batches(n_examples, d, cfg.gradient_accumulation_steps)
+            ]
             res.data_seconds += time.perf_counter() - tick
             mlm_sum = task_sum = 0.0
             for i, part in enumerate(parts):
                 sync = i == len(parts) - 1
-                with (nullcontext() if sync or d.world == 1 else net.no_sync()), autocast(device, dtype):
+                with nullcontext() if sync or d.world == 1 else net.no_sync(), autocast(device, dtype):
                     logits, mlm_logits = _forward(net, part)
                     loss = 0.0
                     if mlm_labels is not None:
@@ -411,8 +441,9 @@ def train_stage(
             last = step + 1 == cfg.max_steps
             dev_f1 = dev_acc = ""
             if d.main and dev is not None and (last or (cfg.eval_steps and (step + 1) % cfg.eval_steps == 0)):
-                scores = classification_metrics(dev.store.labels, predict_proba(model, dev.epoch(), device, dtype).argmax(-1),
-                                                model.config.num_labels)
+                scores = classification_metrics(
+                    dev.store.labels, predict_proba(model, dev.epoch(), device, dtype).argmax(-1), model.config.num_labels
+                )
                 dev_f1, dev_acc = scores["macro_f1"], scores["accuracy"]
                 since_best += 1
                 if dev_f1 > best_f1 or not keep_best:
@@ -421,37 +452,72 @@ def train_stage(
                 res.stopped_early = bool(cfg.patience and since_best >= cfg.patience and not last)
             res.seconds = time.perf_counter() - start
             rate = res.tokens / res.seconds
-            rows.append([
-                step + 1, "task" if on_task else "external", f"{loss_value:.4f}",
-                "" if mlm_loss is None else f"{mlm_loss:.4f}", "" if task_loss is None else f"{task_loss:.4f}",
-                f"{sched.get_last_lr()[0]:.3e}", res.tokens, res.padded_tokens, res.flops, f"{res.seconds:.3f}",
-                f"{res.data_seconds:.3f}", f"{rate:.0f}", f"{res.flops / res.seconds / peak:.4f}" if peak else "", dev_f1, dev_acc,
-            ])
+            rows.append(
+                [
+                    step + 1,
+                    "task" if on_task else "external",
+                    f"{loss_value:.4f}",
+                    "" if mlm_loss is None else f"{mlm_loss:.4f}",
+                    "" if task_loss is None else f"{task_loss:.4f}",
+                    f"{sched.get_last_lr()[0]:.3e}",
+                    res.tokens,
+                    res.padded_tokens,
+                    res.flops,
+                    f"{res.seconds:.3f}",
+                    f"{res.data_seconds:.3f}",
+                    f"{rate:.0f}",
+                    f"{res.flops / res.seconds / peak:.4f}" if peak else "",
+                    dev_f1,
+                    dev_acc,
+                ]
+            )
             if writer:
                 writer.writerow(rows[-1])
             if d.main and ((step + 1) % 100 == 0 or last or res.stopped_early):
-                log.info("step %d/%d loss %.4f  %.0f tokens/s (real), %.1f%% padding, %.2e FLOPs", step + 1, cfg.max_steps,
-                         loss_value, rate, 100 * (1 - res.tokens / res.padded_tokens), res.flops)
+                log.info(
+                    "step %d/%d loss %.4f  %.0f tokens/s (real), %.1f%% padding, %.2e FLOPs",
+                    step + 1,
+                    cfg.max_steps,
+                    loss_value,
+                    rate,
+                    100 * (1 - res.tokens / res.padded_tokens),
+                    res.flops,
+                )
             if d.world > 1 and cfg.patience:  # every process stops at the same step
                 flag = torch.tensor([res.stopped_early], device=device)
                 dist.broadcast(flag, 0)
                 res.stopped_early = bool(flag.item())
             if res.stopped_early:
                 if d.main:
-                    log.info("early stop at step %d: no better dev macro-F1 in %d evaluations (best %.4f at step %d)",
-                             step + 1, since_best, best_f1, res.best_step)
+                    log.info(
+                        "early stop at step %d: no better dev macro-F1 in %d evaluations (best %.4f at step %d)",
+                        step + 1,
+                        since_best,
+                        best_f1,
+                        res.best_step,
+                    )
                 break
             if checkpoints and d.main and cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not last:
-                checkpoints.save(step + 1, {
-                    "step": step + 1, "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "task": task.state_dict(), "external": external.state_dict() if external is not None else None,
-                    "result": asdict(res), "best_f1": best_f1, "best_state": best_state, "since_best": since_best, "log": rows,
-                })
-    finally:
-        if fh:
-            fh.close()
+                checkpoints.save(
+                    step + 1,
+                    {
+                        "step": step + 1,
+                        "model": model.state_dict(),
+                        "optim": optim.state_dict(),
+                        "sched": sched.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "gen": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "task": task.state_dict(),
+                        "external": external.state_dict() if external is not None else None,
+                        "result": asdict(res),
+                        "best_f1": best_f1,
+                        "best_state": best_state,
+                        "since_best": since_best,
+                        "log": rows,
+                    },
+                )
     if best_state is not None and res.best_step != res.steps:
         model.load_state_dict(best_state)
     return res
@@ -506,8 +572,20 @@ def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_
     return store
 
 
-def run_stage(stage: str, settings: dict, tokenizer_dir, tokens_dir, external_dir, init_dir, labels: list[str], out_dir, log_csv,
-              world: int = 1, gpus_requested: int = 0, backend: str | None = None) -> None:
+def run_stage(
+    stage: str,
+    settings: dict,
+    tokenizer_dir,
+    tokens_dir,
+    external_dir,
+    init_dir,
+    labels: list[str],
+    out_dir,
+    log_csv,
+    world: int = 1,
+    gpus_requested: int = 0,
+    backend: str | None = None,
+) -> None:
     """Train stage 1 (from scratch) or stage 2 (from `init_dir`) of one run and save its checkpoint.
 
     `settings` is tlm.config.run_settings() (model, stage1/stage2, trainer, seed); `tokens_dir`
@@ -521,7 +599,9 @@ def run_stage(stage: str, settings: dict, tokenizer_dir, tokens_dir, external_di
     if world > 1:
         port = _free_port()
         torch.multiprocessing.spawn(
-            _ddp_worker, nprocs=world, args=(world, port, backend or ("nccl" if torch.cuda.is_available() else "gloo"), *args),
+            _ddp_worker,
+            nprocs=world,
+            args=(world, port, backend or ("nccl" if torch.cuda.is_available() else "gloo"), *args),
         )
     else:
         _run_stage(Dist(), *args)
@@ -530,8 +610,10 @@ def run_stage(stage: str, settings: dict, tokenizer_dir, tokens_dir, external_di
 def check_gpu(requested: int, required: bool) -> str:
     """The device description a job records: a GPU asked for but absent is said there (and in the log)."""
     if requested and not torch.cuda.is_available():
-        message = (f"{requested} GPU(s) requested (resources.gpu) but CUDA finds none: training on the CPU. "
-                   "Fix: run on a GPU node with a CUDA build of torch, or set resources.gpu: 0")
+        message = (
+            f"{requested} GPU(s) requested (resources.gpu) but CUDA finds none: training on the CPU. "
+            "Fix: run on a GPU node with a CUDA build of torch, or set resources.gpu: 0"
+        )
         if required:
             raise TLMInputError(message.replace("training on the CPU", "stopping (trainer.require_gpu: true)"))
         log.warning("%s", message)
@@ -566,25 +648,32 @@ def stage_config(stage: str, settings: dict) -> StageConfig:
     return StageConfig(**settings[stage], **trainer, seed=settings["seed"])
 
 
-def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, labels, out_dir, log_csv, device) -> None:
+def _run_stage(
+    d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir, init_dir, labels, out_dir, log_csv, device
+) -> None:
     seed = settings["seed"]
     torch.manual_seed(seed)
     cfg = stage_config(stage, settings)
     if cfg.batch_size < d.world * cfg.gradient_accumulation_steps:
-        raise TLMInputError(f"{stage}.batch_size {cfg.batch_size} is smaller than {d.world} processes x "
-                            f"{cfg.gradient_accumulation_steps} gradient_accumulation_steps. Fix: raise batch_size or lower the others.")
+        raise TLMInputError(
+            f"{stage}.batch_size {cfg.batch_size} is smaller than {d.world} processes x "
+            f"{cfg.gradient_accumulation_steps} gradient_accumulation_steps. Fix: raise batch_size or lower the others."
+        )
     max_len = settings["model"]["max_seq_length"]
     tokens_dir = Path(tokens_dir)
     train = TokenStore.load(tokens_dir / "train")
     external_store = TokenStore.load(external_dir) if stage == "stage1" and external_dir else None
     if settings.get("pretrained"):  # the plm baseline: a pretrained encoder with its own classification head
         ckpt = pretrained_dir(settings["pretrained"])
-        model = load_classifier(ckpt, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                label2id={label: i for i, label in enumerate(labels)})
+        model = load_classifier(
+            ckpt, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
+        )
         tokenizer = load_tokenizer(ckpt)
         if not all(hasattr(model.config, a) for a in ("num_hidden_layers", "hidden_size", "intermediate_size")):
-            raise TLMInputError(f"{settings['pretrained']}: not a BERT-style encoder config, so its FLOPs cannot be counted. "
-                                "Fix: use a BERT-style checkpoint (num_hidden_layers, hidden_size, intermediate_size).")
+            raise TLMInputError(
+                f"{settings['pretrained']}: not a BERT-style encoder config, so its FLOPs cannot be counted. "
+                "Fix: use a BERT-style checkpoint (num_hidden_layers, hidden_size, intermediate_size)."
+            )
     elif init_dir is None:
         tokenizer = load_tokenizer(tokenizer_dir)
         m = settings["model"]
@@ -602,13 +691,26 @@ def _run_stage(d: Dist, stage, settings, tokenizer_dir, tokens_dir, external_dir
     dev = Batches(TokenStore.load(tokens_dir / "dev"), 256, seed=seed, shuffle=False, **special)
     external = None if external_store is None else Batches(external_store, cfg.batch_size, seed=seed + 1, bucket=50, **special)
     if d.main:
-        log.info("%s: %d task examples, %d external documents, %d processes, %s", stage, len(train),
-                 0 if external is None else len(external.store), d.world, cfg)
+        log.info(
+            "%s: %d task examples, %d external documents, %d processes, %s",
+            stage,
+            len(train),
+            0 if external is None else len(external.store),
+            d.world,
+            cfg,
+        )
     checkpoints = Checkpoints(f"{out_dir}.checkpoints", fingerprint([stage, settings, d.world]), cfg.save_total_limit)
-    result = train_stage(model, cfg, tokenizer, task, external, dev, Path(log_csv), keep_best=stage == "stage2",
-                         checkpoints=checkpoints, d=d)
+    result = train_stage(
+        model, cfg, tokenizer, task, external, dev, Path(log_csv), keep_best=stage == "stage2", checkpoints=checkpoints, d=d
+    )
     if d.main:
         final = model.classifier_model() if stage == "stage2" and isinstance(model, TLMModel) else model
-        save_checkpoint(final, tokenizer, result, out_dir, Path(log_csv),
-                        {"stage": stage, "settings": settings, "plan": asdict(cfg), "processes": d.world, "device": device})
+        save_checkpoint(
+            final,
+            tokenizer,
+            result,
+            out_dir,
+            Path(log_csv),
+            {"stage": stage, "settings": settings, "plan": asdict(cfg), "processes": d.world, "device": device},
+        )
         checkpoints.clear()

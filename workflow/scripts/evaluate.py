@@ -6,8 +6,14 @@ from tlm.smk import run
 
 
 def main(smk):
-    metrics = evaluate_run(list(smk.input.stages), smk.input.tokens, list(smk.input.external), smk.params.precision,
-                           smk.params.max_rank, predictions_path=smk.output.predictions)
+    metrics = evaluate_run(
+        list(smk.input.stages),
+        smk.input.tokens,
+        list(smk.input.external),
+        smk.params.precision,
+        smk.params.max_rank,
+        predictions_path=smk.output.predictions,
+    )
     if smk.params.pretraining:
         metrics["pretraining"] = smk.params.pretraining
     logging.getLogger("tlm").info("%s", metrics)

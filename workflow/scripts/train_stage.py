@@ -13,8 +13,19 @@ def main(smk):
     external = smk.input.external[0] if stage == "stage1" and smk.input.external else None
     labels = read_json(smk.input.labels)["labels"]
     gpus = smk.resources.gpu
-    run_stage(stage, smk.params.settings, smk.input.tokenizer, tokens_dir, external, init, labels, smk.output[0],
-              smk.log.csv, world=data_parallel_processes(gpus), gpus_requested=gpus)
+    run_stage(
+        stage,
+        smk.params.settings,
+        smk.input.tokenizer,
+        tokens_dir,
+        external,
+        init,
+        labels,
+        smk.output[0],
+        smk.log.csv,
+        world=data_parallel_processes(gpus),
+        gpus_requested=gpus,
+    )
 
 
 run(main, snakemake)  # noqa: F821
