@@ -13,6 +13,9 @@ from snakemake.exceptions import WorkflowError
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")])))
+# Nothing is downloaded at run time (models and tokenizers come from local paths), and the jobs'
+# logs carry no progress bars.
+os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
 from tlm.config import ConfigError, validate_config
 

@@ -34,6 +34,7 @@ def tfidf_baseline(task_dir, seed: int, grid=(0.3, 1.0, 3.0, 10.0, 30.0)) -> dic
     dev, clf, c = best
     test = classification_metrics(y["test"], clf.predict(x["test"]), len(label_id))
     return {
+        "kind": "tfidf",
         **{f"test_{k}": v for k, v in test.items()},
         "dev_macro_f1": dev["macro_f1"],
         "C": c,

@@ -44,6 +44,7 @@ def evaluate_run(
         write_parquet(frame, predictions_path)
 
     stages = {Path(d).name: read_json(Path(d) / "train_result.json") for d in stage_dirs}
+    majority = np.bincount(test.labels).max() / max(len(test), 1)
     last = stages[final.name]
     params = count_parameters(model)
     tokens = sum(s["tokens"] for s in stages.values())
@@ -66,6 +67,26 @@ def evaluate_run(
         "stopped_early": last.get("stopped_early", False),
         "planned_steps": last.get("planned_steps"),
         "test_examples": len(test),
+        "test_majority_share": float(majority),
+        "diagnostics": diagnose(final),
+    }
+
+
+def diagnose(stage_dir) -> dict:
+    """What a stage's training log says about how it ended: whether dev macro-F1 was still at its
+    best at the last evaluation (the budget, not the model, ended it), and how far the task loss
+    fell (from the first to the last tenth of the task batches)."""
+    log = pd.read_csv(Path(stage_dir) / "train_log.csv")
+    evals = log.dropna(subset=["dev_macro_f1"])
+    task = log.dropna(subset=["task_loss"]).task_loss.to_numpy()
+    tenth = max(1, len(task) // 10)
+    return {
+        "stage": Path(stage_dir).name,
+        "evaluations": len(evals),
+        "best_evaluation": int(evals.dev_macro_f1.to_numpy().argmax()) + 1 if len(evals) else 0,
+        "still_rising": bool(len(evals) >= 2 and evals.dev_macro_f1.iloc[-1] >= evals.dev_macro_f1.max()),
+        "task_loss_start": float(task[:tenth].mean()) if len(task) else None,
+        "task_loss_end": float(task[-tenth:].mean()) if len(task) else None,
     }
 
 
@@ -110,8 +131,6 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
     table["device"] = groups["device"].first()
     order = runs[["task", "run"]].drop_duplicates()  # the config's order, not alphabetical
     table = order.merge(table.reset_index(), on=["task", "run"])
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
 
     shown = table[["task", "run", "seeds"]].copy()
     for key, name in SUMMARY_COLUMNS.items():
@@ -125,12 +144,57 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
         "# TLM results\n\nTest split unless marked dev; F1 and accuracy in %, mean ± std over seeds; "
         "costs are means per seed.\n\n" + markdown_table(shown)
     )
+    flags = run_flags(runs)
+    table["flag"] = [flags.get((t, r), "") for t, r in zip(table.task, table.run)]
+    if flags:
+        text += "\n## Flags\n\n" + "".join(f"- {t} / {r}: {flag}\n" for (t, r), flag in flags.items())
     if "pretraining" in runs:  # plm runs: their train FLOPs are the fine-tuning only
         notes = runs.dropna(subset=["pretraining"]).drop_duplicates("run")
         text += "".join(
             f"\n{r.run}: train FLOPs count the fine-tuning only; its pretraining, as documented: {r.pretraining}\n"
             for r in notes.itertuples()
         )
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
     return table
+
+
+def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(task, run) -> what is wrong with a trained run and the config key to change: near chance
+    (accuracy under 1.5x the test split's majority share), below the task's tfidf baseline, or
+    budget-limited (dev macro-F1 still at its best at the last evaluation), with the likely cause."""
+    flags = {}
+    tfidf = runs[runs["kind"] == "tfidf"].groupby("task").test_macro_f1.mean() if "kind" in runs else {}
+    for (task, run), g in runs.groupby(["task", "run"], sort=False):
+        if "diagnostics" not in g or g.diagnostics.isna().all():
+            continue  # a baseline
+        diag = g.diagnostics.tolist()
+        stage = diag[0]["stage"]
+        f1, acc, chance = g.test_macro_f1.mean(), g.test_accuracy.mean(), 1.5 * g.test_majority_share.mean()
+        rising = sum(d["still_rising"] for d in diag)
+        what = []
+        if acc <= chance:
+            majority = 100 * g.test_majority_share.mean()
+            what.append(f"near chance (accuracy {100 * acc:.1f}% vs {majority:.1f}% for the most frequent label)")
+        elif task in tfidf and f1 < tfidf[task]:
+            what.append(f"below the tfidf baseline ({100 * f1:.2f} vs {100 * tfidf[task]:.2f} macro-F1)")
+        if rising:
+            what.append(f"budget-limited: dev macro-F1 was at its best at the last evaluation in {rising} of {len(diag)} seeds")
+        if not what:
+            continue
+        start, end = (pd.Series([d[k] for d in diag], dtype=float).mean() for k in ("task_loss_start", "task_loss_end"))
+        if rising:
+            cause = f"likely the budget: raise `{stage}.epochs` (or max_steps, flops), and `stage1.epochs` for more pre-training"
+        elif end > 0.8 * start:
+            cause = (
+                f"likely the learning rate: the task loss hardly fell ({start:.2f} to {end:.2f}); "
+                f"try `{stage}.learning_rate` 3x lower or higher"
+            )
+        elif all(d["best_evaluation"] == 1 for d in diag):
+            cause = f"likely the learning rate: dev macro-F1 peaked at the first evaluation; lower `{stage}.learning_rate`"
+        else:
+            cause = "likely the budget of stage 1 or the model's size: raise `stage1.epochs` (or `model.preset`)"
+        flags[(task, run)] = "; ".join(what) + f". {cause}."
+    return flags

@@ -15,9 +15,8 @@ def run(main, snakemake) -> None:
     if snakemake.log:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", handlers=handlers, force=True)
-    import torch
-
-    torch.set_num_threads(max(1, snakemake.threads))
+    if "torch" in sys.modules:  # a training job (the retrieval rules' environment has no torch)
+        sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     try:
         main(snakemake)
     except (TLMInputError, ConfigError) as e:
