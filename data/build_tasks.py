@@ -42,8 +42,20 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "tasks"
 PACKAGES = ("fortunes", "python3.11-doc")
-FORTUNE_LABELS = ("people", "definitions", "computers", "songs-poems", "politics", "work", "science", "men-women", "zippy",
-                  "platitudes", "art", "wisdom")
+FORTUNE_LABELS = (
+    "people",
+    "definitions",
+    "computers",
+    "songs-poems",
+    "politics",
+    "work",
+    "science",
+    "men-women",
+    "zippy",
+    "platitudes",
+    "art",
+    "wisdom",
+)
 FORTUNE_SPLIT = {"train": 280, "dev": 40, "test": 80}
 PYDOC_SPLIT = {"train": 200, "dev": 30, "test": 60}
 PYDOC_MIN_PAGES, PYDOC_MIN_PARAGRAPHS = 6, 375
@@ -186,26 +198,50 @@ def main() -> None:
         doc = without(pydoc(root), corpus_digests)
 
     per_label = doc.groupby("label").agg(paragraphs=("text", "size"), pages=("page", "nunique"))
-    keep = per_label[(per_label.pages >= PYDOC_MIN_PAGES) & (per_label.paragraphs >= PYDOC_MIN_PARAGRAPHS)
-                     & ~per_label.index.isin(PYDOC_NOT_TOPICS)].index
+    keep = per_label[
+        (per_label.pages >= PYDOC_MIN_PAGES)
+        & (per_label.paragraphs >= PYDOC_MIN_PARAGRAPHS)
+        & ~per_label.index.isin(PYDOC_NOT_TOPICS)
+    ].index
     tasks = {"fortunes": balanced(fortune, FORTUNE_SPLIT, rng), "pydoc": by_page(doc[doc.label.isin(keep)], PYDOC_SPLIT, rng)}
 
-    lines = ["# Further tasks: generated statistics", "", "Written by `data/build_tasks.py`; do not edit by hand.", "",
-             f"- Seed: {args.seed}; pandas {pd.__version__}, numpy {np.__version__}", "",
-             "| package | file | sha256 |", "| --- | --- | --- |",
-             *(f"| {pkg} | `{name}` | `{digest}` |" for pkg, (name, digest) in versions.items()), ""]
+    lines = [
+        "# Further tasks: generated statistics",
+        "",
+        "Written by `data/build_tasks.py`; do not edit by hand.",
+        "",
+        f"- Seed: {args.seed}; pandas {pd.__version__}, numpy {np.__version__}",
+        "",
+        "| package | file | sha256 |",
+        "| --- | --- | --- |",
+        *(f"| {pkg} | `{name}` | `{digest}` |" for pkg, (name, digest) in versions.items()),
+        "",
+    ]
     for name, splits in tasks.items():
         (OUT / name).mkdir(parents=True, exist_ok=True)
         for split, df in splits.items():
             df[["text", "label"]].to_parquet(OUT / name / f"{split}.parquet", compression="zstd", index=False)
         counts = pd.DataFrame({s: df.label.value_counts() for s, df in splits.items()}).fillna(0).astype(int)
         words = splits["train"].text.str.split().str.len()
-        lines += [f"## {name}", "", f"{len(counts)} labels; train words per text: median {int(words.median())}, "
-                  f"mean {words.mean():.1f}.", "", "| label | train | dev | test |", "| --- | ---: | ---: | ---: |",
-                  *(f"| {label} | {r.train} | {r.dev} | {r.test} |" for label, r in counts.iterrows()), ""]
-    lines += ["## Candidates before balancing", "", "| task | label | texts | pages |", "| --- | --- | ---: | ---: |",
-              *(f"| fortunes | {label} | {n} | |" for label, n in fortune.label.value_counts().items()),
-              *(f"| pydoc | {label} | {r.paragraphs} | {r.pages} |" for label, r in per_label.iterrows()), ""]
+        lines += [
+            f"## {name}",
+            "",
+            f"{len(counts)} labels; train words per text: median {int(words.median())}, mean {words.mean():.1f}.",
+            "",
+            "| label | train | dev | test |",
+            "| --- | ---: | ---: | ---: |",
+            *(f"| {label} | {r.train} | {r.dev} | {r.test} |" for label, r in counts.iterrows()),
+            "",
+        ]
+    lines += [
+        "## Candidates before balancing",
+        "",
+        "| task | label | texts | pages |",
+        "| --- | --- | ---: | ---: |",
+        *(f"| fortunes | {label} | {n} | |" for label, n in fortune.label.value_counts().items()),
+        *(f"| pydoc | {label} | {r.paragraphs} | {r.pages} |" for label, r in per_label.iterrows()),
+        "",
+    ]
     (OUT / "STATS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -41,8 +41,14 @@ def test_summary_is_mean_and_std_over_seeds_in_config_order(tmp_path):
 
 def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_path):
     def diag(rising, start, end, best=2):
-        return {"stage": "stage2", "evaluations": 3, "best_evaluation": 3 if rising else best, "still_rising": rising,
-                "task_loss_start": start, "task_loss_end": end}
+        return {
+            "stage": "stage2",
+            "evaluations": 3,
+            "best_evaluation": 3 if rising else best,
+            "still_rising": rising,
+            "task_loss_start": start,
+            "task_loss_end": end,
+        }
 
     metrics = {
         "tfidf": {"kind": "tfidf", "test_macro_f1": 0.6, "test_accuracy": 0.6},
@@ -54,9 +60,22 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
     for run, m in metrics.items():
         path = tmp_path / "metrics" / "t" / run / "seed0.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"test_micro_f1": m["test_accuracy"], "dev_macro_f1": 0.5, "train_flops": 1.0,
-                                    "train_tokens": 1, "external_docs": 0, "external_bytes": 0, "train_seconds": 1.0,
-                                    "device": "cpu", "test_majority_share": 1 / 15, **m}))
+        path.write_text(
+            json.dumps(
+                {
+                    "test_micro_f1": m["test_accuracy"],
+                    "dev_macro_f1": 0.5,
+                    "train_flops": 1.0,
+                    "train_tokens": 1,
+                    "external_docs": 0,
+                    "external_bytes": 0,
+                    "train_seconds": 1.0,
+                    "device": "cpu",
+                    "test_majority_share": 1 / 15,
+                    **m,
+                }
+            )
+        )
         paths.append(path)
     table = summarize(paths, tmp_path / "s.md", tmp_path / "s.csv")
     flag = dict(zip(table.run, table.flag.fillna("")))
