@@ -7,7 +7,7 @@ CORES ?= 2
 
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-slurm lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+test-slurm: install
+	$(BIN)/python -m pip install --quiet "snakemake-executor-plugin-slurm>=2.8,<3"
+	$(BIN)/python -m pytest -m slurm
 
 lint: install
 	$(BIN)/ruff check .

@@ -29,6 +29,13 @@ if not workflow.overwrite_configfiles:
 report: "report/workflow.rst"
 
 
+# Between-workflow cache (`snakemake --cache`, SNAKEMAKE_OUTPUT_CACHE): the corpus's shards and
+# BM25 index, keyed by their inputs' checksums, scripts, params and software, are built once for
+# every workflow (task, user) on the same corpus. A result taken from the cache has no benchmark.
+CACHING = workflow.workflow_settings.cache is not None
+CACHED_RULES = ("shard_corpus", "count_terms", "corpus_stats", "build_index")
+
+
 try:
     validate_config(
         config,
@@ -46,6 +53,13 @@ include: "rules/retrieve.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
+
+
+localrules:
+    summarize,
+    plot_task,
+    package_model,
+    export_best,
 
 
 rule all:
@@ -68,3 +82,8 @@ rule all:
 onsuccess:
     if Path("results/summary.md").exists():
         print(Path("results/summary.md").read_text())
+
+
+if CACHING:  # Snakemake refuses a cached rule with a benchmark (checked once the Snakefile is read)
+    for name in CACHED_RULES:
+        getattr(rules, name).rule._benchmark = None

@@ -1,9 +1,16 @@
-"""What the benchmark scripts share: the name of the machine they measured."""
+"""What the benchmark scripts share: the name of the machine they measured, the demo's sentences."""
 
 from __future__ import annotations
 
 import platform
+import re
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
 def cpu_name() -> str:
@@ -11,3 +18,11 @@ def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+
+
+def demo_sentences() -> tuple[np.ndarray, np.ndarray]:
+    """Every sentence of the demo corpus, and how many each document has (synthetic documents of
+    real sentences, as many as a real document has, keep the corpus's word frequencies)."""
+    texts = pd.concat([pd.read_parquet(p, columns=["text"]) for p in sorted((DEMO / "corpus").glob("*.parquet"))])["text"]
+    per_doc = [SENTENCE_END.split(t) for t in texts]
+    return np.array([s for doc in per_doc for s in doc], dtype=object), np.array([len(doc) for doc in per_doc])

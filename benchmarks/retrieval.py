@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from common import cpu_name
+from common import cpu_name, demo_sentences
 
 from tlm.bm25 import Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, top_k
 from tlm.corpus import SHARD_SCHEMA
@@ -40,7 +39,6 @@ from tlm.keywords import make_query
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
 ANALYZER = dict(stopwords="en", stemmer="english")  # the demo config's settings
-SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -48,10 +46,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 def make_corpus(path: Path, n_docs: int, seed: int) -> None:
     """n_docs synthetic documents of random real sentences (see the module docstring)."""
-    texts = pd.concat([pd.read_parquet(p, columns=["text"]) for p in sorted((DEMO / "corpus").glob("*.parquet"))])["text"]
-    per_doc = [SENTENCE_END.split(t) for t in texts]
-    sentences = np.array([s for doc in per_doc for s in doc], dtype=object)
-    counts = np.array([len(doc) for doc in per_doc])
+    sentences, counts = demo_sentences()
     rng = np.random.default_rng(seed)
     n_sent = rng.choice(counts, n_docs)
     picks = rng.integers(0, len(sentences), int(n_sent.sum()))

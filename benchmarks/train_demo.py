@@ -29,6 +29,7 @@ EXTERNAL = {"bm25": "external", "random": "random", "none": None}
 
 def train_again(models: Path, run: str, seed: int, tmp: Path) -> dict:
     stage_dirs = []
+    labels = read_json(models.parent.parent / "tasks" / models.name / "labels.json")["labels"]  # results/tasks/{task}/
     for stage in ("stage1", "stage2"):
         settings = read_json(models / run / f"seed{seed}" / stage / "train_result.json")["settings"]
         external = EXTERNAL[settings["external"]] if stage == "stage1" else None
@@ -40,6 +41,7 @@ def train_again(models: Path, run: str, seed: int, tmp: Path) -> dict:
             models / "tokens",
             external and models / "tokens" / external,
             stage_dirs[-1] if stage_dirs else None,
+            labels,
             out,
             tmp / run / f"{stage}.csv",
         )

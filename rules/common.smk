@@ -4,6 +4,7 @@ import glob
 import re
 from pathlib import Path
 
+from tlm import __version__ as TLM_VERSION
 from tlm.config import pretrained_dir, run_settings
 from tlm.io import TLMInputError
 
@@ -134,6 +135,12 @@ def plm_checkpoint(wildcards):
         return str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"]))
     except TLMInputError as e:
         raise WorkflowError(str(e).replace("runs.*.", f"runs.{wildcards.run}.")) from None
+
+
+def uses_corpus():
+    """Whether any run needs the corpus (external data, or a tokenizer trained on S)."""
+    external = any(spec["external"] != "none" for spec in config["runs"].values())
+    return external or (bool(TLM_RUNS) and config["tokenizer"]["path"] is None)
 
 
 def model_keys():

@@ -12,6 +12,8 @@ rule evaluate:
         predictions="results/metrics/{task}/{run}/seed{seed}-test.parquet",
     log:
         "logs/evaluate/{task}/{run}/seed{seed}.log",
+    benchmark:
+        "logs/benchmark/evaluate/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(TLM_RUNS + PLM_RUNS),
     conda:
@@ -34,6 +36,8 @@ rule train_tfidf:
         "results/metrics/{task}/{run}/seed{seed}.json",
     log:
         "logs/train_tfidf/{task}/{run}/seed{seed}.log",
+    benchmark:
+        "logs/benchmark/train_tfidf/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(TFIDF_RUNS),
     conda:
@@ -44,14 +48,20 @@ rule train_tfidf:
 
 rule summarize:
     input:
-        expand("results/metrics/{task}/{run}/seed{seed}.json", task=TASKS, run=RUNS, seed=SEEDS),
+        metrics=expand("results/metrics/{task}/{run}/seed{seed}.json", task=TASKS, run=RUNS, seed=SEEDS),
+        hygiene=expand("results/tasks/{task}/hygiene.json", task=TASKS),
+        corpus=["results/corpus"] if uses_corpus() else [],
     output:
         md=report("results/summary.md", caption="../report/summary.rst", category="Quality and cost"),
         csv="results/summary.csv",
     log:
         "logs/summarize.log",
+    benchmark:
+        "logs/benchmark/summarize.tsv"
     conda:
         "../envs/train.yaml"
+    params:
+        tasks=TASKS,
     script:
         "../workflow/scripts/summarize.py"
 
@@ -78,6 +88,8 @@ rule plot_task:
         ),
     log:
         "logs/plot_task/{task}.log",
+    benchmark:
+        "logs/benchmark/plot_task/{task}.tsv"
     conda:
         "../envs/train.yaml"
     script:
@@ -97,6 +109,8 @@ rule retrieval_report:
         ),
     log:
         "logs/retrieval_report/{task}.log",
+    benchmark:
+        "logs/benchmark/retrieval_report/{task}.tsv"
     conda:
         "../envs/train.yaml"
     script:

@@ -14,6 +14,8 @@ rule package_model:
         directory("results/models/{task}/{run}/seed{seed}/model"),
     log:
         "logs/package_model/{task}/{run}/seed{seed}.log",
+    benchmark:
+        "logs/benchmark/package_model/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(TLM_RUNS + PLM_RUNS),
     conda:
@@ -31,6 +33,8 @@ rule export_best:
         directory("results/export/{task}"),
     log:
         "logs/export_best/{task}.log",
+    benchmark:
+        "logs/benchmark/export_best/{task}.tsv"
     conda:
         "../envs/train.yaml"
     params:
@@ -47,6 +51,8 @@ rule predict:
         "results/predictions/{task}/{run}/seed{seed}.parquet",
     log:
         "logs/predict/{task}/{run}/seed{seed}.log",
+    benchmark:
+        "logs/benchmark/predict/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(TLM_RUNS + PLM_RUNS),
     conda:

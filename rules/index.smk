@@ -8,6 +8,9 @@ rule count_terms:
         directory("results/index/counts/shard-{shard}"),
     log:
         "logs/count_terms/{shard}.log",
+    benchmark:
+        "logs/benchmark/count_terms/{shard}.tsv"
+    cache: CACHING
     conda:
         "../envs/retrieval.yaml"
     threads: config["resources"]["index_threads"]
@@ -16,6 +19,7 @@ rule count_terms:
     params:
         shard="results/corpus/shard-{shard}.parquet",
         analyzer=analyzer_params(),
+        tlm=TLM_VERSION,  # a new release of the library rebuilds (and misses the cache of) older counts
     script:
         "../workflow/scripts/count_terms.py"
 
@@ -27,8 +31,13 @@ rule corpus_stats:
         directory("results/index/stats"),
     log:
         "logs/corpus_stats.log",
+    benchmark:
+        "logs/benchmark/corpus_stats.tsv"
+    cache: CACHING
     conda:
         "../envs/retrieval.yaml"
+    params:
+        tlm=TLM_VERSION,
     script:
         "../workflow/scripts/corpus_stats.py"
 
@@ -41,6 +50,9 @@ rule build_index:
         directory("results/index/shard-{shard}"),
     log:
         "logs/build_index/{shard}.log",
+    benchmark:
+        "logs/benchmark/build_index/{shard}.tsv"
+    cache: CACHING
     conda:
         "../envs/retrieval.yaml"
     resources:
@@ -49,5 +61,6 @@ rule build_index:
         k1=config["bm25"]["k1"],
         b=config["bm25"]["b"],
         layout=4,  # of the index files (4: the search kernel's forward index); a new one rebuilds older indexes
+        tlm=TLM_VERSION,
     script:
         "../workflow/scripts/build_index.py"

@@ -8,6 +8,8 @@ rule make_queries:
         "results/retrieval/{task}/queries.parquet",
     log:
         "logs/make_queries/{task}.log",
+    benchmark:
+        "logs/benchmark/make_queries/{task}.tsv"
     conda:
         "../envs/retrieval.yaml"
     params:
@@ -20,16 +22,18 @@ rule make_queries:
 rule retrieve:
     input:
         index="results/index/shard-{shard}",
-        queries="results/retrieval/{task}/queries.parquet",
+        queries=expand("results/retrieval/{task}/queries.parquet", task=TASKS),
     output:
-        "results/retrieval/{task}/hits-{shard}.parquet",
+        expand("results/retrieval/{task}/hits-{{shard}}.parquet", task=TASKS),
     log:
-        "logs/retrieve/{task}-{shard}.log",
+        "logs/retrieve/{shard}.log",
+    benchmark:
+        "logs/benchmark/retrieve/{shard}.tsv"
     conda:
         "../envs/retrieval.yaml"
     threads: config["resources"]["index_threads"]
     params:
-        top_k=lambda wc: task_cfg(wc)["top_k"],
+        top_k=[config["tasks"][task]["top_k"] for task in TASKS],
         analyzer=analyzer_params(),
     script:
         "../workflow/scripts/retrieve.py"
@@ -37,11 +41,14 @@ rule retrieve:
 
 rule merge_topk:
     input:
-        lambda wc: expand("results/retrieval/{task}/hits-{shard}.parquet", task=wc.task, shard=shards()),
+        hits=lambda wc: expand("results/retrieval/{task}/hits-{shard}.parquet", task=wc.task, shard=shards()),
+        queries="results/retrieval/{task}/queries.parquet",
     output:
         "results/retrieval/{task}/topk.parquet",
     log:
         "logs/merge_topk/{task}.log",
+    benchmark:
+        "logs/benchmark/merge_topk/{task}.tsv"
     conda:
         "../envs/retrieval.yaml"
     params:
@@ -58,6 +65,8 @@ rule select_external:
         "results/retrieval/{task}/external.parquet",
     log:
         "logs/select_external/{task}.log",
+    benchmark:
+        "logs/benchmark/select_external/{task}.tsv"
     conda:
         "../envs/retrieval.yaml"
     script:
@@ -72,6 +81,8 @@ rule select_random:
         "results/retrieval/{task}/random.parquet",
     log:
         "logs/select_random/{task}.log",
+    benchmark:
+        "logs/benchmark/select_random/{task}.tsv"
     conda:
         "../envs/retrieval.yaml"
     params:

@@ -11,6 +11,8 @@ rule train_tokenizer:
         directory("results/models/{task}/tokenizer"),
     log:
         "logs/train_tokenizer/{task}.log",
+    benchmark:
+        "logs/benchmark/train_tokenizer/{task}.tsv"
     conda:
         "../envs/train.yaml"
     params:
@@ -28,6 +30,8 @@ rule tokenize:
         directory("results/models/{task}/tokens/{source}"),
     log:
         "logs/tokenize/{task}/{source}.log",
+    benchmark:
+        "logs/benchmark/tokenize/{task}/{source}.tsv"
     conda:
         "../envs/train.yaml"
     params:
@@ -49,6 +53,8 @@ rule train_stage1:
     log:
         log="logs/train_stage1/{task}/{run}/seed{seed}.log",
         csv="logs/train_stage1/{task}/{run}/seed{seed}.csv",
+    benchmark:
+        "logs/benchmark/train_stage1/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(TLM_RUNS),
     conda:
@@ -75,6 +81,8 @@ rule train_stage2:
     log:
         log="logs/train_stage2/{task}/{run}/seed{seed}.log",
         csv="logs/train_stage2/{task}/{run}/seed{seed}.csv",
+    benchmark:
+        "logs/benchmark/train_stage2/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(TLM_RUNS),
     conda:
@@ -102,6 +110,8 @@ rule tokenize_plm:
         directory("results/models/{task}/{run}/tokens/{split}"),
     log:
         "logs/tokenize_plm/{task}/{run}/{split}.log",
+    benchmark:
+        "logs/benchmark/tokenize_plm/{task}/{run}/{split}.tsv"
     wildcard_constraints:
         run=one_of(PLM_RUNS),
         split="train|dev|test",
@@ -125,6 +135,8 @@ rule finetune_plm:
     log:
         log="logs/finetune_plm/{task}/{run}/seed{seed}.log",
         csv="logs/finetune_plm/{task}/{run}/seed{seed}.csv",
+    benchmark:
+        "logs/benchmark/finetune_plm/{task}/{run}/seed{seed}.tsv"
     wildcard_constraints:
         run=one_of(PLM_RUNS),
     conda:

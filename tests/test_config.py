@@ -58,3 +58,32 @@ def test_readme_config_example_is_valid():
     block = re.search(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
     cfg = validate_config(yaml.safe_load(block), source="README.md")
     assert cfg["runs"]["tlm_k10"]["top_k"] == 10 and cfg["seeds"] == [0, 1, 2]
+
+
+def test_every_nested_object_is_closed_to_typos():
+    cfg = demo()
+    cfg["runs"]["tlm"]["model"] = {"presett": "small"}
+    cfg["runs"]["tlm"]["trainer"] = {"precission": "bf16"}
+    cfg["tasks"]["debian_sections"]["model"] = {"max_seq_len": 256}
+    cfg["stage2"]["epochs"], cfg["stage2"]["max_steps"] = 3, 100
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    msg = str(err.value)
+    for key in ("'presett'", "'precission'", "'max_seq_len'"):
+        assert key in msg and "a typo?" in msg
+    cfg = demo()
+    cfg["stage2"]["epochs"] = 3
+    with pytest.raises(ConfigError, match=r"`stage2` sets max_steps and epochs: give one budget per stage"):
+        validate_config(cfg)
+
+
+def test_a_layer_with_a_budget_replaces_the_budget_below_and_presets_fill_the_rest():
+    cfg = demo()
+    cfg["runs"]["long"] = {"external": "none", "stage1": {"epochs": 20}}
+    cfg["runs"]["small"] = {"external": "none", "model": {"preset": "small"}}
+    cfg = validate_config(cfg)
+    long = run_settings(cfg, "long", 0)["stage1"]
+    assert long["epochs"] == 20 and "max_steps" not in long and long["learning_rate"] == cfg["stage1"]["learning_rate"]
+    del cfg["stage1"]["learning_rate"], cfg["stage1"]["max_steps"]
+    small = run_settings(cfg, "small", 0)["stage1"]
+    assert small["learning_rate"] == 5.0e-4 and small["epochs"] == 15  # the preset's, and the default budget

@@ -26,14 +26,14 @@ GOOD = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", "y", "x"]})
 
 
 def test_load_task_normalises_and_returns_labels(tmp_path):
-    splits, labels = load_task(write_task(tmp_path, GOOD, fmt="csv"))
+    splits, labels, _ = load_task(write_task(tmp_path, GOOD, fmt="csv"))
     assert labels == ["x", "y"]
     assert list(splits["test"].columns) == ["text", "label"]
 
 
 def test_custom_column_names(tmp_path):
     df = GOOD.rename(columns={"text": "sentence", "label": "category"})
-    splits, _ = load_task(write_task(tmp_path, df), text_column="sentence", label_column="category")
+    splits, _, _ = load_task(write_task(tmp_path, df), text_column="sentence", label_column="category")
     assert splits["train"]["text"].tolist() == ["a b", "c d", "e f"]
 
 
@@ -41,7 +41,7 @@ def test_custom_column_names(tmp_path):
     "train, test, message",
     [
         (GOOD.drop(columns="label"), None, r"missing column\(s\) \['label'\]"),
-        (GOOD.iloc[:0], None, "no rows with text"),
+        (GOOD.iloc[:0], None, "no rows with text and label"),
         (GOOD, pd.DataFrame({"text": ["q"], "label": ["zzz"]}), r"labels not seen in train: \['zzz'\]"),
         (GOOD.assign(label="x"), None, "only 1 distinct label"),
     ],
@@ -129,3 +129,50 @@ def test_mask_tokens_proportions():
     assert abs(unchanged.sum().item() / n - 0.1) < 0.01
     assert abs(changed.sum().item() / n - 0.1) < 0.01
     assert torch.equal(masked[~picked], ids[~picked])
+
+
+def test_task_hygiene_counts_drops_repeats_long_texts_and_leakage(tmp_path):
+    from tlm.data import hygiene_notes
+
+    long = " ".join(["word"] * 600)
+    train = pd.DataFrame({"text": ["a b", "a b", "c d", "  ", None, long, "e f"], "label": ["x", "x", "y", "x", "y", "y", None]})
+    test = pd.DataFrame({"text": ["a b", "g h", "i j"], "label": ["x", "y", "x"]})
+    _, _, report = load_task(write_task(tmp_path, train, dev=test.iloc[1:], test=test))
+    assert report["train"] | {} == {
+        "rows": 7,
+        "empty_text_dropped": 2,
+        "empty_label_dropped": 1,
+        "kept": 4,
+        "repeated_texts": 1,
+        "words_median": 2.0,
+        "words_p90": report["train"]["words_p90"],
+        "words_max": 600,
+        "very_long": 1,
+    }
+    assert report["leakage"] == {"dev_in_train": 0, "test_in_train": 1, "test_in_dev": 2}
+    notes = hygiene_notes("t", report)
+    assert notes[0].startswith("t: LEAKAGE: 1 test and 0 dev texts also in train, 2 test texts also in dev")
+    assert any(
+        "train: 7 rows, 2 dropped for an empty text, 1 dropped for an empty label, 1 repeated texts, 1 texts of more "
+        "than 512 words" in n
+        for n in notes
+    )
+
+
+def test_packed_rows_hold_several_examples_up_to_max_len():
+    rows = [[1, *range(10, 10 + n), 2] for n in (3, 5, 1, 8, 2, 20)]  # [CLS]=1 body [SEP]=2
+    b = Batches(store(rows), 2, pad_id=0, seed=0, shuffle=False, max_len=12, sep_id=2, pack=True)
+    batch = next(b.epoch())
+    first = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    assert first == [1, 10, 11, 12, 2, 10, 11, 12, 13, 14, 2] and batch["input_ids"].shape[1] == 12
+    seen = [
+        x for batch in b.epoch() for row, m in zip(batch["input_ids"], batch["attention_mask"]) for x in row[m.bool()].tolist()
+    ]
+    assert seen.count(1) == 4 and seen.count(2) >= 5, "4 rows; each example keeps its [SEP] (the long one cut)"
+    assert all(len(r) <= 12 for batch in b.epoch() for r in batch["input_ids"])
+    assert "labels" not in batch
+
+
+def test_rows_are_padded_to_a_multiple_for_few_shapes():
+    b = Batches(store([[1, 5, 2], [1, 6, 7, 8, 9, 2]]), 2, pad_id=0, seed=0, shuffle=False, pad_multiple=8)
+    assert next(b.epoch())["input_ids"].shape == (2, 8)

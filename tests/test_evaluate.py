@@ -54,7 +54,20 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
         "tfidf": {"kind": "tfidf", "test_macro_f1": 0.6, "test_accuracy": 0.6},
         "budget": {"test_macro_f1": 0.3, "test_accuracy": 0.3, "diagnostics": diag(True, 2.7, 1.0)},
         "stuck": {"test_macro_f1": 0.01, "test_accuracy": 0.07, "diagnostics": diag(False, 2.7, 2.6)},
-        "good": {"test_macro_f1": 0.7, "test_accuracy": 0.7, "diagnostics": diag(False, 2.7, 0.3)},
+        "good": {
+            "test_macro_f1": 0.7,
+            "test_accuracy": 0.7,
+            "diagnostics": diag(False, 2.7, 0.3),
+            "epochs": {"stage1": 15.0, "stage2": 4.0},
+            "stopped_early": True,
+        },
+        "short": {
+            "test_macro_f1": 0.7,
+            "test_accuracy": 0.7,
+            "diagnostics": diag(False, 2.7, 0.3),
+            "epochs": {"stage1": 1.3, "stage2": 2.7},
+            "stopped_early": False,
+        },
     }
     paths = []
     for run, m in metrics.items():
@@ -83,5 +96,7 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
     assert "below the tfidf baseline (30.00 vs 60.00" in flag["budget"] and "raise `stage2.epochs`" in flag["budget"]
     assert "budget-limited" in flag["budget"]
     assert "near chance" in flag["stuck"] and "`stage2.learning_rate`" in flag["stuck"]
+    assert flag["short"].startswith("budget-limited: it went over the task data 1.3 times in stage1, 2.7 times in stage2")
+    assert "raise `stage2.epochs`" in flag["short"]
     md = (tmp_path / "s.md").read_text()
     assert "## Flags" in md and "- t / stuck: near chance" in md

@@ -46,3 +46,12 @@ def test_parquet_text_columns_are_string(tmp_path):
 
     write_parquet(pd.DataFrame({"text": ["a", "b"], "n": [1, 2]}), tmp_path / "t.parquet")
     assert str(pq.read_schema(tmp_path / "t.parquet").field("text").type) == "string"
+
+
+def test_a_rerun_clears_the_temporaries_of_a_killed_attempt(tmp_path):
+    stale = tmp_path / ".out.parquet.abc123.tmp"
+    stale.mkdir()
+    (stale / "out.parquet").write_text("half written")
+    with atomic_path(tmp_path / "out.parquet") as tmp:
+        tmp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]

@@ -1,5 +1,7 @@
 """Model, stage-1 schedule, loss weights, FLOPs accounting, tokenizer and a tiny training run."""
 
+import json
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -247,3 +249,80 @@ def test_a_bad_local_tokenizer_gets_a_clear_error(tmp_path):
 
     with pytest.raises(TLMInputError, match="not a readable tokenizer directory.*Fix:"):
         load_tokenizer(tmp_path / "nowhere")
+
+
+TRAIN_TOKENIZER = """
+import json, sys
+import pandas as pd
+from tlm.train import train_tokenizer
+texts = pd.read_parquet(sys.argv[1]).text.head(800)
+print(json.dumps(train_tokenizer(texts, 3000, 2, sys.argv[2]).get_vocab(), sort_keys=True))
+"""
+
+
+def test_the_vocabulary_is_the_same_in_every_process(tmp_path):
+    """tokenizers' own trainer breaks ties in hash order (on the demo: three trainings, three vocabularies);
+    tlm.wordpiece breaks them by the pieces' strings."""
+    import os
+    import subprocess
+
+    from conftest import DEMO, python
+
+    runs = [
+        subprocess.run(
+            [python(), "-c", TRAIN_TOKENIZER, str(DEMO / "task/train.parquet"), str(tmp_path / str(seed))],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (1, 2)
+    ]
+    assert runs[0] == runs[1]
+    vocab = json.loads(runs[0])
+    assert len(vocab) == 3000 and {"##s", "the", "package"} <= set(vocab)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+def test_a_gpu_asked_for_but_absent_is_said_or_stops_the_job(caplog):
+    from tlm.io import TLMInputError
+    from tlm.train import check_gpu
+
+    assert check_gpu(0, required=False) == "cpu"
+    assert check_gpu(1, required=False) == "cpu (1 GPU requested, none found)"
+    assert "1 GPU(s) requested (resources.gpu) but CUDA finds none: training on the CPU" in caplog.text
+    with pytest.raises(TLMInputError, match="stopping \\(trainer.require_gpu: true\\).*Fix:"):
+        check_gpu(1, required=True)
+
+
+def test_a_diverging_run_stops_with_the_fix(tiny_task, tmp_path):
+    from tlm.io import TLMInputError
+
+    with pytest.raises(TLMInputError, match="training diverged. Fix: lower the stage's learning_rate"):
+        run(tiny_task, tmp_path, steps=6, learning_rate=1e12)
+
+
+def test_batches_prepared_ahead_train_the_same_and_resume_the_same(tiny_task, tmp_path, monkeypatch):
+    plain, res = run(tiny_task, tmp_path / "a", steps=10, dropout=0.0)
+    ahead, res2 = run(tiny_task, tmp_path / "b", steps=10, dropout=0.0, prefetch=3)
+    for a, b in zip(plain.state_dict().values(), ahead.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (res.tokens, res.flops, res.dev) == (res2.tokens, res2.flops, res2.dev)
+    # killed at step 7 with batches drawn ahead, resumed from the checkpoint of step 4
+    ckpt = Checkpoints(tmp_path / "ckpts", "same", keep=2)
+    calls = {"n": 0}
+    original = Batches.next
+
+    def crash(self):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt("killed")
+        return original(self)
+
+    monkeypatch.setattr(Batches, "next", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_task, tmp_path / "c", steps=10, dropout=0.0, prefetch=3, ckpt=ckpt, save_steps=4)
+    monkeypatch.setattr(Batches, "next", original)
+    resumed, _ = run(tiny_task, tmp_path / "c", steps=10, dropout=0.0, prefetch=3, ckpt=ckpt, save_steps=4)
+    for a, b in zip(plain.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)

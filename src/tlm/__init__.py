@@ -1,3 +1,3 @@
 """tlm: Task-driven Language Modeling (Yao et al., ICML 2022) as a library behind a Snakemake workflow."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

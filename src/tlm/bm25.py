@@ -30,6 +30,8 @@ import bm25s
 import numba
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bm25s.stopwords import STOPWORDS_EN
 from llvmlite import ir
@@ -37,11 +39,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tlm.io import TLMInputError, atomic_path, read_json, write_json, write_parquet
+from tlm.io import TLMInputError, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default pattern
+TERMS_ROW_GROUP = 65_536
+DF_SCHEMA = pa.schema([("term", pa.string()), ("df", pa.int64())])
+TERMS_SCHEMA = pa.schema([("term", pa.string()), ("df", pa.int64()), ("id", pa.int32())])
 HITS_COLUMNS = {"query_id": "int64", "doc_id": "int64", "score": "float32", "rank": "int32"}
 
 
@@ -127,7 +132,9 @@ def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batc
             term=term.astype(np.int32),
             tf=tf.astype(np.int32),
         )
-        write_parquet(pd.DataFrame({"term": list(vocab), "df": df.astype(np.int64)}), tmp / "terms.parquet")
+        # sorted by term, in row groups: corpus_stats merges the shards' vocabularies range by range
+        terms = pa.table([list(vocab), df.astype(np.int64), np.arange(len(vocab), dtype=np.int32)], schema=TERMS_SCHEMA)
+        pq.write_table(terms.sort_by("term"), tmp / "terms.parquet", row_group_size=TERMS_ROW_GROUP, compression="zstd")
         meta = {"num_docs": len(doc_ids), "total_len": int(doc_len.sum())}
         write_json(meta, tmp / "counts.json")
     return meta
@@ -158,20 +165,44 @@ def _count_batch(texts: list[str]):
     return list(term_ids.vocab), np.bincount(doc, minlength=len(n_words)), ends, keys & 0xFFFFFFFF, counts
 
 
-def merge_stats(count_dirs: list[str | Path], out_dir: str | Path) -> dict:
-    """Corpus-wide statistics from every shard's counts: df per term, document count, average length."""
-    num_docs = total_len = 0
-    frames = []
+def merge_stats(count_dirs: list[str | Path], out_dir: str | Path, range_rows: int = 4_000_000) -> dict:
+    """Corpus-wide statistics from every shard's counts: df per term, document count, average length.
+
+    The shards' vocabularies (sorted by term) are merged range by range of terms, each range read
+    from every shard (its row groups found by their statistics): memory holds one range of about
+    `range_rows` rows, never every shard's vocabulary at once. The ranges' bounds are quantiles of
+    the row groups' first terms, read from the files' metadata alone.
+    """
+    num_docs = total_len = rows = 0
+    starts = []
     for d in count_dirs:
         meta = read_json(Path(d) / "counts.json")
         num_docs += meta["num_docs"]
         total_len += meta["total_len"]
-        frames.append(pd.read_parquet(Path(d) / "terms.parquet"))
-    df = pd.concat(frames).groupby("term", sort=True, as_index=False)["df"].sum()
-    stats = {"num_docs": num_docs, "total_len": total_len, "avg_doc_len": total_len / max(num_docs, 1), "num_terms": len(df)}
+        md = pq.read_metadata(Path(d) / "terms.parquet")
+        rows += md.num_rows
+        starts += [md.row_group(g).column(0).statistics.min for g in range(md.num_row_groups) if md.row_group(g).num_rows]
+    starts = sorted(starts)
+    parts = max(1, -(-rows // range_rows))
+    bounds = [None, *sorted({starts[len(starts) * i // parts] for i in range(1, parts)}), None]
+    num_terms = 0
     with atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir()
-        write_parquet(df, tmp / "df.parquet")
+        with pq.ParquetWriter(tmp / "df.parquet", DF_SCHEMA, compression="zstd") as writer:
+            for lo, hi in zip(bounds, bounds[1:]):
+                where = [f for f in (("term", ">=", lo) if lo else None, ("term", "<", hi) if hi else None) if f]
+                tables = [
+                    pq.read_table(Path(d) / "terms.parquet", columns=["term", "df"], filters=where or None) for d in count_dirs
+                ]
+                merged = pa.concat_tables(tables).group_by("term").aggregate([("df", "sum")]).rename_columns(["term", "df"])
+                writer.write_table(merged.sort_by("term").cast(DF_SCHEMA))
+                num_terms += merged.num_rows
+        stats = {
+            "num_docs": num_docs,
+            "total_len": total_len,
+            "avg_doc_len": total_len / max(num_docs, 1),
+            "num_terms": num_terms,
+        }
         write_json(stats, tmp / "stats.json")
     return stats
 
@@ -187,10 +218,13 @@ def build_shard_index(
     """Score one shard's postings with global statistics; save it as a bm25s index plus the kernel's layout."""
     counts_dir, stats_dir = Path(counts_dir), Path(stats_dir)
     post = np.load(counts_dir / "postings.npz")
-    local_terms = pd.read_parquet(counts_dir / "terms.parquet")["term"]
+    local = pq.read_table(counts_dir / "terms.parquet", columns=["term", "id"])
     stats = read_json(stats_dir / "stats.json")
-    global_df = pd.read_parquet(stats_dir / "df.parquet").set_index("term")["df"]
-    df = global_df.reindex(local_terms).to_numpy(np.float64)
+    # the global df of this shard's terms only (the scan keeps the matching rows of the corpus's vocabulary)
+    found = pq.read_table(stats_dir / "df.parquet", filters=pc.field("term").isin(local.column("term").combine_chunks()))
+    joined = local.join(found, "term").sort_by("id")
+    local_terms = joined.column("term").to_pylist()
+    df = joined.column("df").to_numpy().astype(np.float64)
     term_idf = idf(df, stats["num_docs"])
 
     doc_len = post["doc_len"].astype(np.float64)
@@ -683,10 +717,21 @@ def _hits_frame(q, d, s, r) -> pd.DataFrame:
     return pd.DataFrame({name: cat(parts, dtype) for (name, dtype), parts in zip(HITS_COLUMNS.items(), (q, d, s, r))})
 
 
+def top_rows(q: np.ndarray, d: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of hits (query id, doc id, score), the positions of each query's best k, by score then the
+    lower doc id, in (query, rank) order, and their 1-based ranks."""
+    order = np.lexsort((d, -s, q))
+    q = q[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)])) + 1
+    keep = rank <= k
+    return order[keep], rank[keep].astype(np.int32)
+
+
 def merge_topk(hits: list[pd.DataFrame], k: int) -> pd.DataFrame:
     """Global top-k per query from per-shard top-k lists (exact: each shard kept its own top-k)."""
     allhits = pd.concat(hits, ignore_index=True)
-    allhits = allhits.sort_values(["query_id", "score", "doc_id"], ascending=[True, False, True], kind="stable")
-    top = allhits.groupby("query_id", sort=False).head(k).copy()
-    top["rank"] = (top.groupby("query_id", sort=False).cumcount() + 1).astype("int32")
-    return top.reset_index(drop=True).astype(HITS_COLUMNS)
+    rows, rank = top_rows(allhits.query_id.to_numpy(), allhits.doc_id.to_numpy(), allhits.score.to_numpy(), k)
+    top = allhits.iloc[rows].reset_index(drop=True)
+    top["rank"] = rank
+    return top.astype(HITS_COLUMNS)

@@ -13,6 +13,7 @@ import torch
 from tlm.io import TLMInputError, atomic_path
 
 SPLITS = ("train", "dev", "test")
+LONG_WORDS = 512  # a task text longer than this is "very long" (BERT's longest input is 512 tokens)
 
 
 TABLE_FORMATS = {
@@ -93,16 +94,43 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
 
 def load_task(
     paths: dict[str, str], text_column: str = "text", label_column: str = "label"
-) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Validate the three splits of a task; return them as (text, label) frames and the sorted label set."""
-    splits = {}
+) -> tuple[dict[str, pd.DataFrame], list[str], dict]:
+    """Validate the three splits of a task; return them as (text, label) frames, the sorted label
+    set, and what was found in them: per split the rows read, those dropped for an empty text or
+    label, repeated texts, the texts' length in words (median, 90th percentile, longest) and how
+    many are very long (over LONG_WORDS), and the texts of dev or test also in train, or of test
+    also in dev (leakage)."""
+    splits, report = {}, {}
     for split in SPLITS:
         df = read_table(paths[split], [text_column, label_column])
-        df = pd.DataFrame({"text": df[text_column].astype(str).str.strip(), "label": df[label_column].astype(str).str.strip()})
-        df = df[df["text"] != ""].reset_index(drop=True)
+        df = pd.DataFrame(
+            {c: df[col].fillna("").astype(str).str.strip() for c, col in (("text", text_column), ("label", label_column))}
+        )
+        keep = (df["text"] != "") & (df["label"] != "")
+        report[split] = {
+            "rows": len(df),
+            "empty_text_dropped": int((df["text"] == "").sum()),
+            "empty_label_dropped": int(((df["label"] == "") & (df["text"] != "")).sum()),
+        }
+        df = df[keep].reset_index(drop=True)
         if df.empty:
-            raise TLMInputError(f"{paths[split]}: no rows with text. Fix: give a non-empty {split} split.")
+            raise TLMInputError(f"{paths[split]}: no rows with text and label. Fix: give a non-empty {split} split.")
+        words = df["text"].str.count(r"\s+") + 1
+        report[split] |= {
+            "kept": len(df),
+            "repeated_texts": int(df["text"].duplicated().sum()),
+            "words_median": float(words.median()),
+            "words_p90": float(words.quantile(0.9)),
+            "words_max": int(words.max()),
+            "very_long": int((words > LONG_WORDS).sum()),
+        }
         splits[split] = df
+    texts = {split: set(df["text"]) for split, df in splits.items()}
+    report["leakage"] = {
+        "dev_in_train": len(texts["dev"] & texts["train"]),
+        "test_in_train": len(texts["test"] & texts["train"]),
+        "test_in_dev": len(texts["test"] & texts["dev"]),
+    }
     labels = sorted(splits["train"]["label"].unique())
     if len(labels) < 2:
         raise TLMInputError(
@@ -115,7 +143,39 @@ def load_task(
                 f"{paths[split]}: labels not seen in train: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}. "
                 "Fix: drop those rows or add training examples for them (a model cannot predict unseen labels)."
             )
-    return splits, labels
+    return splits, labels, report
+
+
+def hygiene_notes(task: str, report: dict) -> list[str]:
+    """What a user should hear of a task's data (summary, prepare_task's log): drops, repeats,
+    long texts and, first, leakage between the splits."""
+    notes = []
+    leak = report["leakage"]
+    if any(leak.values()):
+        notes.append(
+            f"LEAKAGE: {leak['test_in_train']} test and {leak['dev_in_train']} dev texts also in train, "
+            f"{leak['test_in_dev']} test texts also in dev: scores on them overstate the model. "
+            "Fix: remove them from dev/test (or from train)"
+        )
+    for split in SPLITS:
+        r = report[split]
+        parts = [
+            f"{r[k]} {what}"
+            for k, what in (
+                ("empty_text_dropped", "dropped for an empty text"),
+                ("empty_label_dropped", "dropped for an empty label"),
+                ("repeated_texts", "repeated texts"),
+            )
+            if r[k]
+        ]
+        if r["very_long"]:
+            parts.append(
+                f"{r['very_long']} texts of more than {LONG_WORDS} words (90% have at most {r['words_p90']:.0f}; "
+                "texts are cut at max_seq_length tokens)"
+            )
+        if parts:
+            notes.append(f"{split}: {r['rows']} rows, " + ", ".join(parts))
+    return [f"{task}: {note}" for note in notes]
 
 
 class TokenStore:
@@ -167,6 +227,10 @@ class Batches:
 
     With `bucket` > 0, each run of `bucket` batches' worth of examples is sorted by length before it
     is cut into batches (whose order is then shuffled): little padding, still random batches.
+    With `pack`, the rows are filled with several examples each, up to `max_len` tokens ([CLS], then
+    every example's tokens with its [SEP]), as RoBERTa packs its MLM data: fewer, fuller rows and
+    next to no padding (for the external MLM batches; a row then mixes documents). With
+    `pad_multiple`, rows are padded to a multiple of it (fewer distinct shapes for torch.compile).
     `next()` draws the next training batch; its position is part of state_dict() so a resumed run
     sees exactly the batches an uninterrupted one would.
     """
@@ -181,11 +245,16 @@ class Batches:
         bucket: int = 0,
         max_len: int | None = None,
         sep_id: int | None = None,
+        pack: bool = False,
+        pad_multiple: int = 1,
     ):
         if len(store) == 0:
             raise ValueError("no examples to batch")
+        if pack and not max_len:
+            raise ValueError("packing needs max_len")
         self.store, self.batch_size, self.pad_id = store, batch_size, pad_id
         self.shuffle, self.bucket, self.max_len, self.sep_id = shuffle, bucket, max_len, sep_id
+        self.pack, self.pad_multiple = pack, pad_multiple
         self.rng = np.random.default_rng(seed)
         self.plan: list[np.ndarray] = []
         self.pos = 0
@@ -197,10 +266,26 @@ class Batches:
             lengths = self.store.lengths
             span = self.bucket * self.batch_size
             order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in np.split(order, range(span, n, span))])
+        if self.pack:
+            order = self._packed(order)
+            n = len(order)
         plan = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         if self.shuffle and self.bucket:
             plan = [plan[i] for i in self.rng.permutation(len(plan))]
         return plan
+
+    def _packed(self, order: np.ndarray) -> list[np.ndarray]:
+        """`order` cut greedily into rows of at most max_len tokens (an example adds its length
+        less its [CLS]); an example longer than that alone is a row of its own."""
+        cost = self.store.lengths[order] - 1
+        rows, start, used = [], 0, 1
+        for j, c in enumerate(cost):
+            if used + c > self.max_len and j > start:
+                rows.append(order[start:j])
+                start, used = j, 1
+            used += c
+        rows.append(order[start:])
+        return rows
 
     def next(self) -> dict[str, torch.Tensor]:
         if self.pos == len(self.plan):
@@ -221,15 +306,18 @@ class Batches:
         self.plan, self.pos = state["plan"], state["pos"]
 
     def collate(self, idx) -> dict[str, torch.Tensor]:
-        rows = [self.store.row(i) for i in idx]
+        if self.pack:  # [CLS] a [SEP] b [SEP] ...: the first example whole, the others without their [CLS]
+            rows = [np.concatenate([self.store.row(r[0]), *(self.store.row(i)[1:] for i in r[1:])]) for r in idx]
+        else:
+            rows = [self.store.row(i) for i in idx]
         if self.max_len:  # a run may use a shorter max_seq_length than the cached tokens: keep [SEP] last
             rows = [np.append(r[: self.max_len - 1], self.sep_id) if len(r) > self.max_len else r for r in rows]
-        width = max(map(len, rows))
+        width = -(-max(map(len, rows)) // self.pad_multiple) * self.pad_multiple
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         for r, row in enumerate(rows):
             input_ids[r, : len(row)] = torch.from_numpy(row.astype(np.int64))
         batch = {"input_ids": input_ids, "attention_mask": (input_ids != self.pad_id).long()}
-        if self.store.labels is not None:
+        if self.store.labels is not None and not self.pack:
             batch["labels"] = torch.as_tensor(self.store.labels[idx], dtype=torch.long)
         return batch
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tlm.data import Batches, TokenStore
+from tlm.config import DEFAULT_BUDGET
+from tlm.data import SPLITS, Batches, TokenStore, hygiene_notes
 from tlm.io import atomic_path, read_json, write_parquet
 from tlm.metrics import classification_metrics, paper_flops
 from tlm.model import count_parameters, load_classifier
@@ -57,6 +58,8 @@ def evaluate_run(
         "train_flops_6nd": paper_flops(params["total"], tokens),
         "train_tokens": tokens,
         "train_seconds": sum(s["seconds"] for s in stages.values()),
+        "tokens_per_second": tokens / max(sum(s["seconds"] for s in stages.values()), 1e-9),
+        "padding_share": 1 - tokens / max(sum(s.get("padded_tokens", 0) for s in stages.values()), 1),
         "stage1_steps": stages["stage1"]["steps"] if "stage1" in stages else 0,  # a plm run has stage 2 only
         "stage1_external_steps": stages["stage1"]["external_steps"] if "stage1" in stages else 0,
         "stage2_steps": stages["stage2"]["steps"] if "stage2" in stages else 0,
@@ -69,6 +72,8 @@ def evaluate_run(
         "test_examples": len(test),
         "test_majority_share": float(majority),
         "diagnostics": diagnose(final),
+        # passes over the task's training set, by the task batches (the unit of the epochs budgets)
+        "epochs": {name: s["task_steps"] * s["plan"]["batch_size"] / s["train_examples"] for name, s in stages.items()},
     }
 
 
@@ -107,6 +112,8 @@ SUMMARY_COLUMNS = {  # metrics.json key -> column of the summary table
     "external_docs": "S docs",
     "external_bytes": "S bytes",
     "train_seconds": "train s",
+    "tokens_per_second": "tokens/s",
+    "padding_share": "padding %",
 }
 QUALITY = ("test_accuracy", "test_macro_f1", "test_micro_f1", "dev_macro_f1")
 
@@ -117,12 +124,15 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
-    """One row per (task, run): mean and standard deviation over seeds of quality, mean of costs."""
+def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
+    """One row per (task, run): mean and standard deviation over seeds of quality, mean of costs;
+    the markdown adds flags on runs and what was found in the data: `hygiene` ({task: its
+    hygiene.json}) and the corpus's `manifest` (manifest.json), each optional."""
     rows = []
     for path in map(Path, metric_paths):  # results/metrics/{task}/{run}/seed{seed}.json
         rows.append({"task": path.parent.parent.name, "run": path.parent.name, "seed": int(path.stem[4:]), **read_json(path)})
     runs = pd.DataFrame(rows)
+    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *SUMMARY_COLUMNS])))  # a baseline has no throughput
     groups = runs.groupby(["task", "run"], sort=False)
     table = groups[list(SUMMARY_COLUMNS)].agg(lambda v: pd.to_numeric(v).mean())
     for key in QUALITY:
@@ -137,8 +147,8 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
         if key in QUALITY:
             shown[name] = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(table[key], table[f"{key}_std"])]
         else:
-            fmt = "{:.2e}" if key == "train_flops" else "{:.0f}"
-            shown[name] = [("-" if pd.isna(v) else fmt.format(v)) for v in table[key]]
+            fmt = {"train_flops": "{:.2e}", "padding_share": "{:.1%}"}.get(key, "{:.0f}")
+            shown[name] = [("-" if pd.isna(v) else fmt.format(v).rstrip("%")) for v in table[key]]
     shown["device"] = table["device"]
     text = (
         "# TLM results\n\nTest split unless marked dev; F1 and accuracy in %, mean ± std over seeds; "
@@ -148,6 +158,9 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
     table["flag"] = [flags.get((t, r), "") for t, r in zip(table.task, table.run)]
     if flags:
         text += "\n## Flags\n\n" + "".join(f"- {t} / {r}: {flag}\n" for (t, r), flag in flags.items())
+    data = data_notes(hygiene or {}, manifest)
+    if data:
+        text += "\n## Data\n\n" + "".join(f"- {note}\n" for note in data)
     if "pretraining" in runs:  # plm runs: their train FLOPs are the fine-tuning only
         notes = runs.dropna(subset=["pretraining"]).drop_duplicates("run")
         text += "".join(
@@ -159,6 +172,23 @@ def summarize(metric_paths: list, md_path, csv_path) -> pd.DataFrame:
     with atomic_path(md_path) as tmp:
         tmp.write_text(text)
     return table
+
+
+def data_notes(hygiene: dict, manifest) -> list[str]:
+    """The corpus's counts (what was kept, split and skipped, by cause) and each task's hygiene notes."""
+    notes = []
+    if manifest:
+        m = read_json(manifest)
+        skipped = ", ".join(f"{n:,} {cause.replace('_', ' ')}" for cause, n in m["skipped"].items() if n) or "none"
+        notes.append(
+            f"corpus: {m['documents']:,} documents from {m['records']:,} records in {m['shards']} shards; "
+            f"{m['long_documents']:,} long documents cut into passages (or truncated); skipped: {skipped}"
+        )
+    for task, path in hygiene.items():
+        report = read_json(path)
+        rows = ", ".join(f"{report[s]['kept']:,} {s}" for s in SPLITS)
+        notes += hygiene_notes(task, report) or [f"{task}: {rows} examples, nothing dropped, repeated, very long or leaked"]
+    return notes
 
 
 def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -182,6 +212,17 @@ def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
             what.append(f"below the tfidf baseline ({100 * f1:.2f} vs {100 * tfidf[task]:.2f} macro-F1)")
         if rising:
             what.append(f"budget-limited: dev macro-F1 was at its best at the last evaluation in {rising} of {len(diag)} seeds")
+        epochs = pd.DataFrame(g.epochs.tolist()).mean() if "epochs" in g and g.epochs.notna().all() else pd.Series(dtype=float)
+        short = {
+            s: e
+            for s, e in epochs.items()
+            if e < 0.99 * DEFAULT_BUDGET[s]["epochs"] and not (s == "stage2" and g.stopped_early.all())
+        }
+        if short:
+            defaults = ", ".join(f"{stage} {budget['epochs']} epochs" for stage, budget in DEFAULT_BUDGET.items())
+            went = ", ".join(f"{e:.1f} times in {stage}" for stage, e in short.items())
+            what.append(f"budget-limited: it went over the task data {went} (the default budgets: {defaults})")
+            rising = rising or len(short)
         if not what:
             continue
         start, end = (pd.Series([d[k] for d in diag], dtype=float).mean() for k in ("task_loss_start", "task_loss_end"))

@@ -28,8 +28,10 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import socket
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -39,14 +41,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from tlm.config import pretrained_dir
+from tlm.config import DEFAULT_BUDGET, pretrained_dir
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, peak_flops, step_flops, training_flops
 from tlm.model import TLMModel, load_classifier, make_config
+from tlm.wordpiece import learn_vocab, word_counts
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +78,15 @@ LOG_COLUMNS = [
 
 
 def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreTrainedTokenizerFast:
-    """A lowercased BERT-style WordPiece vocabulary learned from the task and external texts."""
+    """A lowercased BERT-style WordPiece vocabulary learned from the task and external texts, the
+    same in every process (tlm.wordpiece), with canonical ids: specials first, then sorted."""
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS.values())
-    )
-    tok.train_from_iterator(texts, trainer)
-    # The trainer numbers tokens of equal rank in hash order, which changes from process to process;
-    # canonical ids (specials first, then sorted) make the same vocabulary always give the same ids.
-    # (Ties at the vocab_size cut-off are still broken in hash order: the set itself can differ by
-    # a few rare tokens between two trainings.)
     specials = list(SPECIAL_TOKENS.values())
-    ordered = specials + sorted(set(tok.get_vocab()) - set(specials))
+    vocab = learn_vocab(word_counts(texts, tok.normalizer, tok.pre_tokenizer), vocab_size, min_frequency, specials)
+    ordered = specials + sorted(set(vocab) - set(specials))
     tok.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -129,11 +126,12 @@ class StageConfig:
     weight_decay: float = 0.01
     warmup_steps: int | None = None  # None: warmup_ratio of the steps
     warmup_ratio: float = 0.0
-    rho1: int = 0
+    rho1: int | None = 0  # None: from the data (plan_stage)
     rho2: float = 0.0
     mlm_probability: float = 0.15
     max_grad_norm: float = 1.0
     eval_steps: int | None = None  # dev evaluation every N steps (0: only at the end; None: see plan_stage)
+    pack_external: bool = False  # fill each external MLM row with several documents (tlm.data.Batches)
     patience: int = 0  # stop after this many evaluations without a better dev macro-F1 (0: never)
     gradient_accumulation_steps: int = 1
     save_steps: int = 0  # resumable checkpoint every N steps (0: none)
@@ -141,6 +139,8 @@ class StageConfig:
     precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16, fp16
     compile: bool = False  # torch.compile the model
     require_gpu: bool = False  # fail, instead of warning, when a GPU was requested and there is none
+    prefetch: int | None = None  # batches prepared ahead by a background thread (None: 2 on a GPU, 0 on the CPU)
+    pad_to_multiple_of: int | None = None  # row widths (None: 8 with compile, else 1: every width its own)
     seed: int = 0
 
 
@@ -174,7 +174,14 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
     each); flops: the steps whose expected FLOPs on real tokens (from the data's length
     distribution, so the same on every machine) add up to the budget. eval_steps None: once per
     pass over the training set in stage 2 (early stopping counts those), ten times in stage 1.
+    rho1 None: |S| / (epochs x |T|) external batches per task batch (at least 1, at most 999), so
+    that stage 1 goes over S about once while it goes `epochs` times over T (the paper's large
+    rho1 for small tasks and large S, 1 for large tasks).
     """
+    if cfg.rho1 is None:  # external batches enough for stage 1 to go over S about once
+        passes = cfg.epochs or DEFAULT_BUDGET["stage1"]["epochs"]
+        rho1 = round(len(external) / (passes * len(train))) if external is not None else 0
+        cfg = dataclasses.replace(cfg, rho1=min(max(rho1, 1), 999) if external is not None else 0)
     cycle = cfg.rho1 + 1 if external is not None else 1
     per_epoch = math.ceil(len(train) / cfg.batch_size)  # task batches per pass
     if cfg.max_steps:
@@ -300,6 +307,63 @@ class Checkpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class BatchStream:
+    """A stage's batches in step order: the task or external batch of each step, masked for MLM
+    where the step needs it. With `ahead` > 0 a background thread prepares them that many steps in
+    advance (drawing, masking and pinning overlap the GPU's work on the step before); the batches
+    are the same either way. At each step where a checkpoint is saved it records the sources'
+    state as of that step, which the thread has already moved past."""
+
+    def __init__(self, task, external, cfg: StageConfig, tokenizer, gen, start: int, ahead: int = 0, pin: bool = False):
+        self.task, self.external, self.cfg, self.gen, self.pin = task, external, cfg, gen, pin
+        self.special = torch.tensor(tokenizer.all_special_ids)
+        self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
+        self.w_mlm = task_loss_weights(cfg.rho2)[0]
+        self.steps = iter(range(start, cfg.max_steps))
+        self.queue = queue.Queue(maxsize=ahead) if ahead else None
+        if self.queue is not None:
+            threading.Thread(target=self._produce, daemon=True).start()
+
+    def _make(self, step: int):
+        on_task = is_task_step(step, self.cfg.rho1, self.external is not None)
+        batch = (self.task if on_task else self.external).next()
+        if not on_task or self.w_mlm > 0:
+            batch["input_ids"], batch["mlm_labels"] = mask_tokens(
+                batch["input_ids"],
+                torch.isin(batch["input_ids"], self.special),
+                self.mask_id,
+                self.vocab,
+                self.cfg.mlm_probability,
+                self.gen,
+            )
+        if self.pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        saved = None
+        if self.cfg.save_steps and (step + 1) % self.cfg.save_steps == 0:
+            saved = {
+                "task": copy.deepcopy(self.task.state_dict()),
+                "gen": self.gen.get_state(),
+                "external": copy.deepcopy(self.external.state_dict()) if self.external is not None else None,
+            }
+        return on_task, batch, saved
+
+    def _produce(self):
+        try:
+            for step in self.steps:
+                self.queue.put(self._make(step))
+        except BaseException as e:  # handed to the training loop, which raises it
+            self.queue.put(e)
+
+    def next(self):
+        """(on_task, batch, the sources' state to save at this step or None)."""
+        if self.queue is None:
+            return self._make(next(self.steps))
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
 def _forward(net, part: dict):
     """(task logits, MLM logits or None) of a TLM model, or of a plm run's classifier."""
     kwargs = {"mlm_labels": part["mlm_labels"]} if "mlm_labels" in part else {}
@@ -346,7 +410,6 @@ def train_stage(
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(cfg.warmup_steps or 0, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(cfg.seed)
-    special = torch.tensor(tokenizer.all_special_ids)
     w_mlm, w_task = task_loss_weights(cfg.rho2)
     res = TrainResult(planned_steps=cfg.max_steps)
     best_f1, best_state, start_step, since_best, rows = -1.0, None, 0, 0, []
@@ -382,21 +445,12 @@ def train_stage(
     with open(log_csv if d.main else os.devnull, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerows([LOG_COLUMNS, *rows])
+        ahead = cfg.prefetch if cfg.prefetch is not None else (2 if device.type == "cuda" else 0)
+        stream = BatchStream(task, external, cfg, tokenizer, gen, start_step, ahead, pin=device.type == "cuda")
         for step in range(start_step, cfg.max_steps):
-            tick = time.perf_counter()
-            on_task = is_task_step(step, cfg.rho1, external is not None)
-            batch = (task if on_task else external).next()
-            mlm_labels = None
-            if not on_task or w_mlm > 0:
-                batch["input_ids"], mlm_labels = mask_tokens(
-                    batch["input_ids"],
-                    torch.isin(batch["input_ids"], special),
-                    tokenizer.mask_token_id,
-                    len(tokenizer),
-                    cfg.mlm_probability,
-                    gen,
-                )
-                batch["mlm_labels"] = mlm_labels
+            tick = time.perf_counter()  # data_seconds: the step's wait for its batch, and the copy to the device
+            on_task, batch, sources = stream.next()
+            mlm_labels = batch.get("mlm_labels")
             n_masked = max(int((mlm_labels != -100).sum()), 1) if mlm_labels is not None else 1
             n_examples = len(batch["input_ids"])
             parts = [
@@ -436,7 +490,10 @@ def train_stage(
             task_loss = task_sum / n_examples if on_task else None
             loss_value = (w_task * task_loss + w_mlm * (mlm_loss or 0.0)) if on_task else mlm_loss
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {step + 1}. Fix: lower the stage's learning_rate.")
+                raise TLMInputError(
+                    f"the loss is {loss_value} at step {step + 1}: training diverged. "
+                    "Fix: lower the stage's learning_rate (or raise its warm-up)."
+                )
 
             last = step + 1 == cfg.max_steps
             dev_f1 = dev_acc = ""
@@ -506,11 +563,11 @@ def train_stage(
                         "optim": optim.state_dict(),
                         "sched": sched.state_dict(),
                         "scaler": scaler.state_dict(),
-                        "gen": gen.get_state(),
+                        "gen": sources["gen"],
                         "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "task": task.state_dict(),
-                        "external": external.state_dict() if external is not None else None,
+                        "task": sources["task"],
+                        "external": sources["external"],
                         "result": asdict(res),
                         "best_f1": best_f1,
                         "best_state": best_state,
@@ -549,8 +606,22 @@ def save_checkpoint(model, tokenizer, result: TrainResult, out_dir, log_csv: Pat
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json({**asdict(result), **extra}, tmp / "train_result.json")
+        write_json(
+            {**asdict(result), **throughput(result, extra["device"], extra["low_precision"]), **extra}, tmp / "train_result.json"
+        )
         shutil.copyfile(log_csv, tmp / "train_log.csv")
+
+
+def throughput(result: TrainResult, device: str, low_precision: bool) -> dict:
+    """Real tokens per second, the share of computed tokens that were padding, and the MFU of the
+    FLOPs on real tokens (against the card's dense bf16 peak, where it is known)."""
+    seconds = max(result.seconds, 1e-9)
+    peak = peak_flops(device, low_precision)
+    return {
+        "tokens_per_second": result.tokens / seconds,
+        "padding_share": 1 - result.tokens / max(result.padded_tokens, 1),
+        "mfu": result.flops / seconds / peak if peak else None,
+    }
 
 
 def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_json=None, max_rank: int = 0) -> TokenStore:
@@ -684,12 +755,17 @@ def _run_stage(
         model.reset_classifier()  # the reference code starts stage 2 with a fresh task head
     tokenizer.model_max_length = max_len  # what the saved model was trained on: pipeline(truncation=True) cuts there
     cfg = plan_stage(cfg, train, external_store, model.config, max_len)
-    special = dict(pad_id=tokenizer.pad_token_id, max_len=max_len, sep_id=tokenizer.sep_token_id)
+    multiple = cfg.pad_to_multiple_of or (8 if cfg.compile else 1)  # few shapes: compile does not recompile per width
+    special = dict(pad_id=tokenizer.pad_token_id, max_len=max_len, sep_id=tokenizer.sep_token_id, pad_multiple=multiple)
     # Task batches are not length-bucketed: text length correlates with the label (a batch of only
     # short texts is a batch of a few classes), which slows and biases the task loss.
     task = Batches(train, cfg.batch_size, seed=seed, **special)
     dev = Batches(TokenStore.load(tokens_dir / "dev"), 256, seed=seed, shuffle=False, **special)
-    external = None if external_store is None else Batches(external_store, cfg.batch_size, seed=seed + 1, bucket=50, **special)
+    external = (
+        None
+        if external_store is None
+        else Batches(external_store, cfg.batch_size, seed=seed + 1, bucket=50, pack=cfg.pack_external, **special)
+    )
     if d.main:
         log.info(
             "%s: %d task examples, %d external documents, %d processes, %s",
@@ -711,6 +787,14 @@ def _run_stage(
             result,
             out_dir,
             Path(log_csv),
-            {"stage": stage, "settings": settings, "plan": asdict(cfg), "processes": d.world, "device": device},
+            {
+                "stage": stage,
+                "settings": settings,
+                "plan": asdict(cfg),
+                "processes": d.world,
+                "device": device,
+                "low_precision": amp_dtype(cfg.precision, pick_device(d.rank)) is not None,
+                "train_examples": len(train),
+            },
         )
         checkpoints.clear()

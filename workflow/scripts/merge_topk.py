@@ -1,12 +1,11 @@
-import pandas as pd
+import pyarrow.parquet as pq
 
-from tlm.bm25 import merge_topk
-from tlm.io import write_parquet
+from tlm.retrieval import merge_topk_files
 from tlm.smk import run
 
 
 def main(smk):
-    write_parquet(merge_topk([pd.read_parquet(p) for p in smk.input], smk.params.top_k), smk.output[0])
+    merge_topk_files(list(smk.input.hits), smk.params.top_k, pq.read_metadata(smk.input.queries).num_rows, smk.output[0])
 
 
 run(main, snakemake)  # noqa: F821

@@ -1,16 +1,11 @@
-import pandas as pd
-
-from tlm.bm25 import Analyzer, search_shard
-from tlm.io import write_parquet
+from tlm.bm25 import Analyzer
+from tlm.retrieval import retrieve_shard
 from tlm.smk import run
 
 
 def main(smk):
-    queries = pd.read_parquet(smk.input.queries)
-    analyze = Analyzer(**smk.params.analyzer)
-    tokens = [analyze(t) for t in queries["text"]]
-    hits = search_shard(smk.input.index, tokens, smk.params.top_k, queries["query_id"], threads=smk.threads)
-    write_parquet(hits, smk.output[0])
+    tasks = list(zip(smk.input.queries, smk.params.top_k, smk.output))
+    retrieve_shard(smk.input.index, tasks, Analyzer(**smk.params.analyzer), threads=smk.threads)
 
 
 run(main, snakemake)  # noqa: F821

@@ -3,7 +3,14 @@ from tlm.smk import run
 
 
 def main(smk):
-    summarize(list(smk.input), smk.output.md, smk.output.csv)
+    hygiene = dict(zip(smk.params.tasks, smk.input.hygiene))
+    summarize(
+        list(smk.input.metrics),
+        smk.output.md,
+        smk.output.csv,
+        hygiene,
+        f"{smk.input.corpus[0]}/manifest.json" if smk.input.corpus else None,
+    )
 
 
 run(main, snakemake)  # noqa: F821
