@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, on a machine with a CUDA GPU: the training tests (they train on the GPU
 # there, in bf16), the demo's runs trained again on the GPU beside the workflow's own (run the demo
-# first, or point MODELS and METRICS at its outputs), and the training throughput benchmark.
+# first, or point MODELS and METRICS at its outputs), the training throughput benchmark (real tokens,
+# the demo's length distribution, packing, compile) and the GPU experiment (benchmarks/gpu_experiment.py).
 # Installs with pip; a machine that reaches no package index installs the wheels in .whl/ instead.
 # Writes its results under ${OUT:-results/gpu_check}.
 set -uo pipefail
@@ -24,4 +25,8 @@ python3 benchmarks/train_demo.py --models "$MODELS" --metrics "$METRICS" --runs 
     --out "$OUT/train_demo.md" 2>&1 | tee "$OUT/train_demo.log" || status=1
 python3 benchmarks/train_throughput.py --presets tiny base --batch 128 --steps 20 --compile \
     --out "$OUT/train_throughput.md" || status=1
+# where TLM's gain appears: small preset, tlm / task_only / random at three stage-1 budgets, 3 seeds,
+# the trainings sharing the card (results/bench/gpu_experiment.md and the quality-vs-FLOPs plot)
+python3 benchmarks/gpu_experiment.py --share 9 --cores 16 --out "$OUT/gpu_experiment.md" 2>&1 | tail -40 || status=1
+cp results/plots/debian_sections/quality_vs_flops.png "$OUT/" || status=1
 exit $status
