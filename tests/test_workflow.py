@@ -240,7 +240,7 @@ def test_a_users_config_means_exactly_what_it_says(tmp_path):
     cfg["tasks"]["demo"] |= {s: str(tmp_path / f"task/{s}.parquet") for s in ("train", "dev", "test")}
     del cfg["tasks"]["demo"]["predict"]
     write_config(tmp_path, cfg)
-    base = [*SNAKEMAKE, "-n", "--nolock", "--directory", str(ROOT)]
+    base = [*SNAKEMAKE, "-n", "--forceall", "--nolock", "--directory", str(ROOT)]
     demo = subprocess.run(base, capture_output=True, text=True, timeout=300).stdout
     assert "results/tasks/debian_sections/train.parquet" in demo
     mine = subprocess.run(
