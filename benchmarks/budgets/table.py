@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tlm.evaluate import markdown_table
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import cpu_name  # noqa: E402
 
@@ -53,22 +55,20 @@ def table(df: pd.DataFrame) -> str:
     tfidf = out.xs("tfidf", level="run")["f1"] if "tfidf" in out.index.get_level_values("run") else pd.Series(dtype=float)
     rows = []
     for (task, run), r in out.iterrows():
-        target = 0.9 * tfidf.get(task, float("nan"))
+        ref = tfidf.get(task, float("nan"))
         rows.append(
-            [
-                task,
-                run,
-                int(r.seeds),
-                f"{r.f1:.2f} ± {0 if pd.isna(r.sd) else r.sd:.2f}",
-                f"{r.f1 / tfidf.get(task, float('nan')):.0%}",
-                "-" if pd.isna(r.flops) else f"{r.flops:.2e}",
-                f"{r.cpu:.1f} (max {r.cpu_max:.1f})",
-                f"{target:.1f}",
-            ]
+            {
+                "task": task,
+                "run": run,
+                "seeds": int(r.seeds),
+                "test macro-F1": f"{r.f1:.2f} ± {0 if pd.isna(r.sd) else r.sd:.2f}",
+                "of tfidf": f"{r.f1 / ref:.0%}",
+                "train FLOPs": "-" if pd.isna(r.flops) else f"{r.flops:.2e}",
+                "CPU-min per run": f"{r.cpu:.1f} (max {r.cpu_max:.1f})",
+                "90% of tfidf": f"{0.9 * ref:.1f}",
+            }
         )
-    head = ["task", "run", "seeds", "test macro-F1", "of tfidf", "train FLOPs", "CPU-min per run", "90% of tfidf"]
-    lines = [head, ["---"] * len(head), *rows]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
+    return markdown_table(pd.DataFrame(rows))
 
 
 def main() -> None:
