@@ -40,9 +40,11 @@ def test_summary_is_mean_and_std_over_seeds_in_config_order(tmp_path):
 
 
 def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_path):
-    def diag(rising, start, end, best=2):
+    def diag(rising, start, end, best=2, steps=1000):
         return {
             "stage": "stage2",
+            "steps": steps,
+            "min_steps": 600,
             "evaluations": 3,
             "best_evaluation": 3 if rising else best,
             "still_rising": rising,
@@ -60,6 +62,15 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
             "diagnostics": diag(False, 2.7, 0.3),
             "epochs": {"stage1": 15.0, "stage2": 4.0},
             "stopped_early": True,
+        },
+        "few_steps": {"test_macro_f1": 0.01, "test_accuracy": 0.07, "diagnostics": diag(False, 2.7, 2.6, steps=100)},
+        "overfit": {"test_macro_f1": 0.3, "test_accuracy": 0.3, "diagnostics": diag(False, 2.7, 0.1)},
+        "tiny_s": {
+            "test_macro_f1": 0.7,
+            "test_accuracy": 0.7,
+            "diagnostics": diag(False, 2.7, 0.3),
+            "external_docs": 150,
+            "train_examples": 300,
         },
         "short": {
             "test_macro_f1": 0.7,
@@ -96,6 +107,11 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
     assert "below the tfidf baseline (30.00 vs 60.00" in flag["budget"] and "raise `stage2.epochs`" in flag["budget"]
     assert "budget-limited" in flag["budget"]
     assert "near chance" in flag["stuck"] and "`stage2.learning_rate`" in flag["stuck"]
+    # the same loss curve in fewer steps than the default floor: the steps, not the learning rate
+    assert "likely too few steps" in flag["few_steps"] and "learning_rate" not in flag["few_steps"]
+    assert "in 100 steps, under the default floor of 600" in flag["few_steps"]
+    assert "too little labelled data" in flag["overfit"] and "`top_k`" in flag["overfit"]
+    assert flag["tiny_s"].startswith("retrieval found little: S holds 150 documents for 300 training examples")
     assert flag["short"].startswith("budget-limited: it went over the task data 1.3 times in stage1, 2.7 times in stage2")
     assert "raise `stage2.epochs`" in flag["short"]
     md = (tmp_path / "s.md").read_text()

@@ -1,7 +1,9 @@
 """Model, stage-1 schedule, loss weights, FLOPs accounting, tokenizer and a tiny training run."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -15,11 +17,37 @@ from tlm.train import (
     StageConfig,
     is_task_step,
     lr_lambda,
+    plan_stage,
     run_stage,
     task_loss_weights,
     train_stage,
     train_tokenizer,
 )
+
+
+def store(n: int, length: int = 20) -> TokenStore:
+    return TokenStore(np.zeros(n * length, np.int32), np.arange(0, (n + 1) * length, length), np.zeros(n, np.int64))
+
+
+def test_default_budget_is_sized_by_task_and_external_data_with_a_floor():
+    from tlm.config import PRESET_DEFAULTS
+
+    cfg = StageConfig(batch_size=32, learning_rate=1e-3, epochs=15, rho1=None, min_steps=3000)
+    small = plan_stage(cfg, store(300), store(12_000), None, 64)
+    # S is 40 |T|: 3 external batches per task batch go once over S while 15 times over T; the floor
+    # then lengthens both (3000 steps: 750 task batches, 80 passes over T; 7 over S)
+    assert small.rho1 == 3 and small.max_steps == 3000 and small.eval_steps == 300
+    large = plan_stage(cfg, store(5000), store(60_000), None, 64)
+    assert large.rho1 == 1 and large.max_steps == 15 * 157 * 2 and large.eval_steps == 471
+    twice = plan_stage(dataclasses.replace(cfg, external_epochs=2.0), store(5000), store(60_000), None, 64)
+    assert twice.rho1 == 2 and twice.max_steps == 15 * 157 * 3
+    # task only: every step a task batch, dev evaluated ten times whatever |T| (not once per pass)
+    alone = plan_stage(cfg, store(300), None, None, 64)
+    assert alone.rho1 == 0 and alone.max_steps == 3000 and alone.eval_steps == 300
+    # an explicit step budget is kept as given
+    fixed = plan_stage(dataclasses.replace(cfg, epochs=None, max_steps=50), store(300), store(12_000), None, 64)
+    assert fixed.max_steps == 50 and fixed.eval_steps == 5
+    assert PRESET_DEFAULTS["tiny"]["stage1"]["min_steps"] > 0 and PRESET_DEFAULTS["tiny"]["stage2"]["min_steps"] > 0
 
 
 @pytest.mark.parametrize("rho1, steps, task", [(0, 10, 10), (1, 10, 5), (3, 40, 10), (999, 3000, 3)])

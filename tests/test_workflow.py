@@ -231,6 +231,10 @@ def test_predictions_on_new_texts_and_the_exported_model(done):
     }
     assert choice["run"] in dev and dev[choice["run"]] == max(dev.values())
     assert (export / "README.md").exists() and (export / "model.safetensors").exists()
+    # the tiny workflow's models (8 steps) are flagged in the summary; the model card says the same
+    summary = pd.read_csv(done / "results/summary.csv").set_index("run")
+    card = (export / "README.md").read_text()
+    assert f"**Quality warning** (the workflow's summary flags this run): {summary.flag[choice['run']].split('. ')[0]}" in card
 
 
 def test_a_users_config_means_exactly_what_it_says(tmp_path):

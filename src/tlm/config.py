@@ -90,30 +90,34 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 # Per-preset optimisation defaults, for the stage keys a config leaves out (measured on CPU for
-# tiny and small: README, "Training budgets"; base and large: the paper's and BERT's settings).
-# A plm run fine-tunes a pretrained checkpoint: its stage 2 takes the `pretrained` row.
+# tiny: README, "Training budgets"; small, base and large: the paper's and BERT's settings).
+# min_steps is the floor of an epochs budget: a few hundred labelled rows still get a language
+# model that trains on S and a task head that converges. A plm run fine-tunes a pretrained
+# checkpoint: its stage 2 takes the `pretrained` row.
 PRESET_DEFAULTS = {
     "tiny": {
-        "stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06},
-        "stage2": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06},
+        "stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06, "min_steps": 3000},
+        "stage2": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06, "min_steps": 600},
     },
     "small": {
-        "stage1": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06},
-        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+        "stage1": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06, "min_steps": 3000},
+        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 600},
     },
     "base": {
-        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
-        "stage2": {"batch_size": 32, "learning_rate": 2.0e-5, "warmup_ratio": 0.1},
+        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 10000},
+        "stage2": {"batch_size": 32, "learning_rate": 2.0e-5, "warmup_ratio": 0.1, "min_steps": 1000},
     },
     "large": {
-        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
-        "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1},
+        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 10000},
+        "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1, "min_steps": 1000},
     },
-    "pretrained": {"stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1}},
+    "pretrained": {"stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1, "min_steps": 300}},
 }
-# A stage without a budget trains this many passes over the task's training set (stage 1: by its
-# task batches, each with its rho1 external ones); stage 2 stops early on dev macro-F1 (patience 3).
-# Measured on three tasks with the tiny preset (README, "Training budgets").
+# The budget of a stage that sets none of max_steps, epochs and flops, sized by all its training
+# material: stage 1 goes 15 times over T and `external_epochs` (schema: 1) times over S (rho1 from
+# the two), stage 2 up to 10 times over T (it stops early on dev macro-F1, patience 3), each at
+# least the preset's min_steps (tlm.train.plan_stage). Measured with the tiny preset on three
+# tasks at full size and at 100-1,000 rows (README, "Training budgets").
 DEFAULT_BUDGET = {"stage1": {"epochs": 15}, "stage2": {"epochs": 10}}
 
 

@@ -69,6 +69,7 @@ def evaluate_run(
         "device": last["device"],
         "stopped_early": last.get("stopped_early", False),
         "planned_steps": last.get("planned_steps"),
+        "train_examples": last["train_examples"],
         "test_examples": len(test),
         "test_majority_share": float(majority),
         "diagnostics": diagnose(final),
@@ -79,14 +80,18 @@ def evaluate_run(
 
 def diagnose(stage_dir) -> dict:
     """What a stage's training log says about how it ended: whether dev macro-F1 was still at its
-    best at the last evaluation (the budget, not the model, ended it), and how far the task loss
-    fell (from the first to the last tenth of the task batches)."""
+    best at the last evaluation (the budget, not the model, ended it), how far the task loss fell
+    (from the first to the last tenth of the task batches), and its steps against the floor of the
+    preset's default budget (min_steps)."""
     log = pd.read_csv(Path(stage_dir) / "train_log.csv")
+    plan = read_json(Path(stage_dir) / "train_result.json").get("plan", {})
     evals = log.dropna(subset=["dev_macro_f1"])
     task = log.dropna(subset=["task_loss"]).task_loss.to_numpy()
     tenth = max(1, len(task) // 10)
     return {
         "stage": Path(stage_dir).name,
+        "steps": int(log.step.max()) if len(log) else 0,
+        "min_steps": plan.get("min_steps", 0),
         "evaluations": len(evals),
         "best_evaluation": int(evals.dev_macro_f1.to_numpy().argmax()) + 1 if len(evals) else 0,
         "still_rising": bool(len(evals) >= 2 and evals.dev_macro_f1.iloc[-1] >= evals.dev_macro_f1.max()),
@@ -124,14 +129,24 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_runs(metric_paths: list) -> pd.DataFrame:
+    """One row per metrics file (results/metrics/{task}/{run}/seed{seed}.json): task, run, seed, metrics."""
+    rows = []
+    for path in map(Path, metric_paths):
+        rows.append({"task": path.parent.parent.name, "run": path.parent.name, "seed": int(path.stem[4:]), **read_json(path)})
+    return pd.DataFrame(rows)
+
+
+def model_flag(metric_path, baseline_paths: list) -> str:
+    """The summary's flag (run_flags) of one trained model, against its task's tfidf runs; "" if none."""
+    return next(iter(run_flags(read_runs([metric_path, *baseline_paths])).values()), "")
+
+
 def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
     """One row per (task, run): mean and standard deviation over seeds of quality, mean of costs;
     the markdown adds flags on runs and what was found in the data: `hygiene` ({task: its
     hygiene.json}) and the corpus's `manifest` (manifest.json), each optional."""
-    rows = []
-    for path in map(Path, metric_paths):  # results/metrics/{task}/{run}/seed{seed}.json
-        rows.append({"task": path.parent.parent.name, "run": path.parent.name, "seed": int(path.stem[4:]), **read_json(path)})
-    runs = pd.DataFrame(rows)
+    runs = read_runs(metric_paths)
     runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *SUMMARY_COLUMNS])))  # a baseline has no throughput
     groups = runs.groupby(["task", "run"], sort=False)
     table = groups[list(SUMMARY_COLUMNS)].agg(lambda v: pd.to_numeric(v).mean())
@@ -194,7 +209,10 @@ def data_notes(hygiene: dict, manifest) -> list[str]:
 def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(task, run) -> what is wrong with a trained run and the config key to change: near chance
     (accuracy under 1.5x the test split's majority share), below the task's tfidf baseline, or
-    budget-limited (dev macro-F1 still at its best at the last evaluation), with the likely cause."""
+    budget-limited (dev macro-F1 still at its best at the last evaluation, or fewer passes over the
+    task data than the default budgets), and an external set S that is tiny beside the task data;
+    with the likely cause, told apart by the steps and the task loss's curve: too few steps, the
+    learning rate, or too little labelled data for what the model learned."""
     flags = {}
     tfidf = runs[runs["kind"] == "tfidf"].groupby("task").test_macro_f1.mean() if "kind" in runs else {}
     for (task, run), g in runs.groupby(["task", "run"], sort=False):
@@ -223,19 +241,37 @@ def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
             went = ", ".join(f"{e:.1f} times in {stage}" for stage, e in short.items())
             what.append(f"budget-limited: it went over the task data {went} (the default budgets: {defaults})")
             rising = rising or len(short)
+        docs, examples = g.external_docs.mean(), g.get("train_examples", pd.Series(dtype=float)).mean()
+        if examples and 0 < docs < 2 * examples:
+            what.append(
+                f"retrieval found little: S holds {docs:.0f} documents for {examples:.0f} training examples "
+                f"(see results/report/{task}/retrieval.html: does the corpus cover the task's topic and language? "
+                "raise `top_k`, or `query_mode: keywords` for long texts)"
+            )
         if not what:
             continue
         start, end = (pd.Series([d[k] for d in diag], dtype=float).mean() for k in ("task_loss_start", "task_loss_end"))
+        steps, floor = (min(d.get(k, 0) for d in diag) for k in ("steps", "min_steps"))
         if rising:
-            cause = f"likely the budget: raise `{stage}.epochs` (or max_steps, flops), and `stage1.epochs` for more pre-training"
+            cause = f"likely too few steps: raise `{stage}.epochs` or `{stage}.min_steps` (or max_steps, flops)"
+        elif end > 0.8 * start and steps < floor:
+            cause = (
+                f"likely too few steps: the task loss hardly fell ({start:.2f} to {end:.2f}) in {steps} steps, "
+                f"under the default floor of {floor}; drop the stage's budget keys to get the defaults, "
+                f"or raise `{stage}.max_steps`"
+            )
         elif end > 0.8 * start:
             cause = (
-                f"likely the learning rate: the task loss hardly fell ({start:.2f} to {end:.2f}); "
+                f"likely the learning rate: the task loss hardly fell ({start:.2f} to {end:.2f}) in {steps} steps; "
                 f"try `{stage}.learning_rate` 3x lower or higher"
             )
         elif all(d["best_evaluation"] == 1 for d in diag):
             cause = f"likely the learning rate: dev macro-F1 peaked at the first evaluation; lower `{stage}.learning_rate`"
         else:
-            cause = "likely the budget of stage 1 or the model's size: raise `stage1.epochs` (or `model.preset`)"
+            cause = (
+                f"likely too little labelled data for what the model learned: the task loss fell ({start:.2f} to {end:.2f}) "
+                "but dev macro-F1 stopped improving; more external data helps a small task (raise `top_k` and "
+                "`stage1.min_steps`), or label more examples"
+            )
         flags[(task, run)] = "; ".join(what) + f". {cause}."
     return flags

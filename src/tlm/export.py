@@ -173,6 +173,7 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         "",
         "## Intended use and limits",
         "",
+        *([f"- **Quality warning** (the workflow's summary flags this run): {info['flag']}"] if info.get("flag") else []),
         "- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
         "on other data can be much lower than on the test split.",
         f"- Inputs are cut at {max_len} tokens: pass `truncation=True` (without it, longer texts fail)."

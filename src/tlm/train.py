@@ -127,6 +127,8 @@ class StageConfig:
     warmup_steps: int | None = None  # None: warmup_ratio of the steps
     warmup_ratio: float = 0.0
     rho1: int | None = 0  # None: from the data (plan_stage)
+    external_epochs: float = 1.0  # rho1 None: passes over S per `epochs` passes over T
+    min_steps: int = 0  # floor of an epochs budget
     rho2: float = 0.0
     mlm_probability: float = 0.15
     max_grad_norm: float = 1.0
@@ -171,23 +173,23 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
     """`cfg` with its budget resolved to steps: max_steps, warmup_steps and eval_steps set.
 
     epochs: passes over the training set by the task batches (stage 1 adds rho1 external steps to
-    each); flops: the steps whose expected FLOPs on real tokens (from the data's length
-    distribution, so the same on every machine) add up to the budget. eval_steps None: once per
-    pass over the training set in stage 2 (early stopping counts those), ten times in stage 1.
-    rho1 None: |S| / (epochs x |T|) external batches per task batch (at least 1, at most 999), so
-    that stage 1 goes over S about once while it goes `epochs` times over T (the paper's large
-    rho1 for small tasks and large S, 1 for large tasks).
+    each), and at least min_steps steps: a small task still gets a model that trains; flops: the
+    steps whose expected FLOPs on real tokens (from the data's length distribution, so the same on
+    every machine) add up to the budget. rho1 None: the external batches per task batch that make
+    stage 1 go `external_epochs` times over S while it goes `epochs` times over T (at least 1, at
+    most 999: the paper's large rho1 for small tasks and large S, 1 for large tasks); a floor that
+    lengthens the stage lengthens both. eval_steps None: ten dev evaluations a stage, whatever |T|.
     """
-    if cfg.rho1 is None:  # external batches enough for stage 1 to go over S about once
-        passes = cfg.epochs or DEFAULT_BUDGET["stage1"]["epochs"]
-        rho1 = round(len(external) / (passes * len(train))) if external is not None else 0
+    epochs = cfg.epochs or DEFAULT_BUDGET["stage1"]["epochs"]
+    if cfg.rho1 is None:
+        rho1 = round(cfg.external_epochs * len(external) / (epochs * len(train))) if external is not None else 0
         cfg = dataclasses.replace(cfg, rho1=min(max(rho1, 1), 999) if external is not None else 0)
     cycle = cfg.rho1 + 1 if external is not None else 1
     per_epoch = math.ceil(len(train) / cfg.batch_size)  # task batches per pass
     if cfg.max_steps:
         steps = cfg.max_steps
     elif cfg.epochs:
-        steps = math.ceil(cfg.epochs * per_epoch) * cycle
+        steps = max(math.ceil(cfg.epochs * per_epoch) * cycle, cfg.min_steps)
     elif cfg.flops:
         per_cycle = expected_step_flops(config, train, cfg, max_len, on_task=True)
         if external is not None:
@@ -196,9 +198,7 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
     else:
         raise TLMInputError("no training budget: set one of max_steps, epochs or flops for the stage.")
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * steps)
-    every = cfg.eval_steps
-    if every is None:
-        every = per_epoch if external is None and cfg.rho1 == 0 else math.ceil(steps / 10)
+    every = cfg.eval_steps if cfg.eval_steps is not None else math.ceil(steps / 10)
     return dataclasses.replace(cfg, max_steps=steps, warmup_steps=min(warmup, steps), eval_steps=every)
 
 

@@ -1,5 +1,6 @@
 import pyarrow.parquet as pq
 
+from tlm.evaluate import model_flag
 from tlm.export import package_model, workflow_version
 from tlm.io import read_json
 from tlm.smk import run
@@ -11,6 +12,7 @@ def main(smk):
     if smk.input.corpus:
         info["corpus"] = {**info["corpus"], "documents": read_json(f"{smk.input.corpus[0]}/manifest.json")["documents"]}
     info["version"] = workflow_version()
+    info["flag"] = model_flag(smk.input.metrics, smk.input.baselines)
     package_model(list(smk.input.stages), read_json(smk.input.metrics), info, smk.output[0])
 
 
