@@ -87,3 +87,34 @@ def test_a_layer_with_a_budget_replaces_the_budget_below_and_presets_fill_the_re
     del cfg["stage1"]["learning_rate"], cfg["stage1"]["max_steps"]
     small = run_settings(cfg, "small", 0)["stage1"]
     assert small["learning_rate"] == 5.0e-4 and small["epochs"] == 15  # the preset's, and the default budget
+
+
+@pytest.mark.parametrize(
+    "where, name, expect",
+    [
+        ("tasks", "..", "not a safe folder name"),
+        ("tasks", "a/b", "not a safe folder name"),
+        ("runs", ".", "not a safe folder name"),
+        ("runs", "../x", "not a safe folder name"),
+        ("runs", "tokenizer", "a folder the workflow uses"),
+        ("runs", "Tokens", "a folder the workflow uses"),
+        ("runs", "TLM", "differ only by case"),
+        ("tasks", "Debian_Sections", "differ only by case"),
+    ],
+)
+def test_task_and_run_names_are_safe_folder_names(where, name, expect):
+    cfg = demo()
+    cfg["runs"] = {"tlm": {"external": "bm25"}}
+    cfg[where][name] = dict(next(iter(cfg[where].values())))
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    msg = str(err.value)
+    assert expect in msg and (f"{name!r}" in msg or f"`{name}`" in msg) and "Fix:" in msg
+
+
+@pytest.mark.parametrize("seeds, expect", [([0, 0], "repeats a value"), ([-1], "less than the minimum"), ([2**32], "maximum")])
+def test_seeds_are_distinct_non_negative(seeds, expect):
+    cfg = demo()
+    cfg["seeds"] = seeds
+    with pytest.raises(ConfigError, match=expect):
+        validate_config(cfg)

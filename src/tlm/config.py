@@ -37,6 +37,13 @@ class ConfigError(ValueError):
 
 def _describe(error) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if "propertyNames" in error.schema_path:
+        return (
+            f"`{where}`: the name {error.instance!r} is not a safe folder name ({error.message}). "
+            "Fix: use letters, digits, `_`, `.` and `-`, starting with a letter or digit (at most 100 characters)"
+        )
+    if error.validator == "uniqueItems":
+        return f"`{where}`: {error.instance!r} repeats a value. Fix: list each value once"
     if error.validator == "type":
         return f"`{where}` must be of type {error.validator_value}, got {error.instance!r} ({type(error.instance).__name__})"
     if error.validator == "additionalProperties":
@@ -52,7 +59,7 @@ def validate_config(config: dict, source: str = "config", schema_path: str | Pat
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_describe(e) for e in errors] or _budget_problems(config)
+    problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(config)
     if problems:
         raise ConfigError(
             f"{source}: invalid configuration:\n  - "
@@ -78,6 +85,33 @@ def _budget_problems(config: dict) -> list[str]:
         for stage in ("stage1", "stage2")
         if len(found := [k for k in BUDGET_KEYS if k in layer.get(stage, {})]) > 1
     ]
+
+
+# Fixed folders beside a run's folder (results/models/{task}/tokenizer, .../tokens/{split}): a run of
+# that name would write into them.
+RESERVED_NAMES = ("tokenizer", "tokens")
+
+
+def _name_problems(config: dict) -> list[str]:
+    """Task and run names are folders: none may be a fixed folder beside them, and no two may differ
+    only by case (they would be one folder on a case-insensitive filesystem: macOS, Windows)."""
+    problems = [
+        f"`runs.{name}`: `{name}` is a folder the workflow uses beside the runs' (results/models/{{task}}/{name}). "
+        f"Fix: rename the run (e.g. `{name}_run`)"
+        for name in config["runs"]
+        if name.casefold() in RESERVED_NAMES
+    ]
+    for key in ("tasks", "runs"):
+        folded: dict[str, list[str]] = {}
+        for name in config[key]:
+            folded.setdefault(name.casefold(), []).append(name)
+        problems += [
+            f"`{key}`: {' and '.join(map(repr, names))} differ only by case (one folder on a case-insensitive "
+            "filesystem). Fix: give them names that differ in more than case"
+            for names in folded.values()
+            if len(names) > 1
+        ]
+    return problems
 
 
 def deep_merge(base: dict, override: dict) -> dict:
