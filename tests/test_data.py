@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tlm.data import Batches, TokenStore, load_task, mask_tokens
+from tlm.data import Batches, TokenStore, load_task, mask_tokens, read_column_chunks
 from tlm.io import TLMInputError
 
 
@@ -176,3 +176,27 @@ def test_packed_rows_hold_several_examples_up_to_max_len():
 def test_rows_are_padded_to_a_multiple_for_few_shapes():
     b = Batches(store([[1, 5, 2], [1, 6, 7, 8, 9, 2]]), 2, pad_id=0, seed=0, shuffle=False, pad_multiple=8)
     assert next(b.epoch())["input_ids"].shape == (2, 8)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("new.csv", 'text,id\na,1\n\n   ,2\nb,3\n"",4\nc,5\n'),
+        ("new.tsv", "text\na\n\n   \nb\n\nc\n"),
+        ("new.jsonl", '{"text": "a"}\n\n   \n{"text": "b"}\n{"text": null}\n{"text": "c"}\n'),
+    ],
+)
+def test_texts_to_predict_keep_every_row_in_place(tmp_path, name, content):
+    """Blank and whitespace-only rows are rows: dropping them would shift the rows after them."""
+    (tmp_path / name).write_text(content)
+    rows = [t for chunk in read_column_chunks(tmp_path / name, "text", rows=2) for t in chunk]
+    assert rows == ["a", "", "" if name.endswith("jsonl") else "   ", "b", "", "c"]
+
+
+def test_texts_to_predict_name_a_bad_json_line(tmp_path):
+    (tmp_path / "new.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(TLMInputError, match=r"new.jsonl, line 2: not JSON"):
+        list(read_column_chunks(tmp_path / "new.jsonl", "text"))
+    (tmp_path / "new.jsonl").write_text('{"sentence": "a"}\n')
+    with pytest.raises(TLMInputError, match=r"missing column\(s\) \['text'\] \(found \['sentence'\]\)"):
+        list(read_column_chunks(tmp_path / "new.jsonl", "text"))

@@ -249,6 +249,24 @@ def test_a_users_config_means_exactly_what_it_says(tmp_path):
     assert "results/tasks/demo/train.parquet" in mine and "debian_sections" not in mine
 
 
+def test_predictions_keep_blank_rows_in_place(tmp_path, done):
+    """A blank or whitespace-only row keeps its row number with a null label; the rows after it keep
+    theirs, with the labels their texts get without the blanks."""
+    from tlm.predict import predict_files
+
+    model = done / "results/models/demo/tlm/seed0/model"
+    texts = pd.read_parquet(done / "task/test.parquet").text.head(4).tolist()
+    (tmp_path / "new.csv").write_text("text\n" + "\n".join(f'"{t}"' for t in texts) + "\n")
+    (tmp_path / "gaps.csv").write_text(f'text\n"{texts[0]}"\n\n   \n"{texts[1]}"\n""\n"{texts[2]}"\n"{texts[3]}"\n')
+    for name in ("new.csv", "gaps.csv"):
+        predict_files(model, [str(tmp_path / name)], "text", tmp_path / f"{name}.parquet")
+    plain, gaps = (pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("new.csv", "gaps.csv"))
+    assert gaps.row.tolist() == list(range(7))
+    assert gaps.label.isna().tolist() == [False, True, True, False, True, False, False]
+    assert gaps.label.dropna().tolist() == plain.label.tolist()
+    assert gaps.filter(like="prob_").iloc[[1, 2, 4]].isna().all().all()
+
+
 def test_bad_predict_files_get_a_clear_error(tmp_path, done):
     from tlm.io import TLMInputError
     from tlm.predict import predict_files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +49,9 @@ def _missing_columns(path, columns, found) -> None:
         )
 
 
-def _readers(path: Path, chunk_rows: int | None):
+def _readers(path: Path, chunk_rows: int | None, skip_blank_lines: bool = True):
     """pandas' readers of each format, as strings; with chunk_rows, iterators of frames."""
-    text = dict(dtype=str, keep_default_na=False, chunksize=chunk_rows)
+    text = dict(dtype=str, keep_default_na=False, chunksize=chunk_rows, skip_blank_lines=skip_blank_lines)
     return {
         "parquet": lambda: pd.read_parquet(path),
         "csv": lambda: pd.read_csv(path, **text),
@@ -73,7 +74,8 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
 
 def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Iterator[list[str]]:
     """One column of a task-format file as lists of at most `rows` strings, streamed: memory is
-    bounded by a chunk, whatever the file's size."""
+    bounded by a chunk, whatever the file's size. Every row is kept, blank ones as "" (a blank line
+    of a CSV/TSV or JSON lines file is a row), so a text's position is its row in the file."""
     path = Path(path)
     fmt = table_format(path)
     try:
@@ -83,13 +85,42 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
             chunks = (batch.column(0) for batch in pf.iter_batches(batch_size=rows, columns=[column]))
             yield from ([("" if t is None else str(t)) for t in chunk.to_pylist()] for chunk in chunks)
             return
-        for frame in _readers(path, rows)[fmt]():
+        if fmt == "jsonl":
+            yield from _jsonl_column_chunks(path, column, rows)
+            return
+        for frame in _readers(path, rows, skip_blank_lines=False)[fmt]():
             _missing_columns(path, [column], frame.columns)
             yield frame[column].fillna("").astype(str).tolist()
     except (TLMInputError, GeneratorExit):
         raise
     except Exception as e:
         raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
+
+
+def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[str]]:
+    """JSON lines, one row per line (pandas skips blank lines, which would shift the rows after them)."""
+    chunk, found, keys = [], False, None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TLMInputError(f"{path}, line {number}: not JSON ({e.msg}). Fix: one JSON object per line.") from None
+                if not isinstance(record, dict):
+                    raise TLMInputError(f"{path}, line {number}: not a JSON object. Fix: one JSON object per line.")
+                found, keys = found or column in record, keys or list(record)
+                value = record.get(column)
+                chunk.append("" if value is None else str(value))
+            else:
+                chunk.append("")
+            if len(chunk) == rows:
+                yield chunk
+                chunk = []
+    if chunk and not found:
+        _missing_columns(path, [column], keys or [])
+    if chunk:
+        yield chunk
 
 
 def load_task(
