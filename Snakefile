@@ -17,7 +17,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 # logs carry no progress bars.
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
-from tlm.config import ConfigError, validate_config
+from tlm.config import ConfigError, read_config_file, validate_config
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
 # demo's tasks and runs are not merged in; several files given are merged in their order).
@@ -36,7 +36,11 @@ CACHING = workflow.workflow_settings.cache is not None
 CACHED_RULES = ("shard_corpus", "count_terms", "corpus_stats", "build_index")
 
 
+# Snakemake has read the config files already, keeping the last of a key given twice; they are read
+# again strictly so that a repeated key is an error naming its file and line.
 try:
+    for path in workflow.configfiles:
+        read_config_file(path)
     validate_config(
         config,
         source=", ".join(map(str, workflow.configfiles)) or "config",

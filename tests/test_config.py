@@ -2,7 +2,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from tlm.config import ConfigError, run_settings, validate_config
+from tlm.config import ConfigError, main, read_config_file, run_settings, validate_config
 
 
 def demo():
@@ -118,3 +118,25 @@ def test_seeds_are_distinct_non_negative(seeds, expect):
     cfg["seeds"] = seeds
     with pytest.raises(ConfigError, match=expect):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("corpus:\n  paths: [a]\n  dedup: true\n  dedup: false\n", "line 4: `dedup` is given twice in one mapping (first on"),
+        ("corpus:\n  paths: [a]\ncorpus:\n  paths: [b]\n", "line 3: `corpus` is given twice"),
+        ("corpus:\n  paths: [a]\n\tdedup: true\n", "line 3, column 1: not valid YAML: found character '\\t'"),
+    ],
+)
+def test_config_files_are_read_strictly(tmp_path, text, expect):
+    (tmp_path / "my.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_config_file(tmp_path / "my.yaml")
+    assert f"{tmp_path / 'my.yaml'}, {expect}" in str(err.value) and "Fix:" in str(err.value)
+    with pytest.raises(SystemExit, match="given twice|not valid YAML"):  # python -m tlm.config my.yaml
+        main([str(tmp_path / "my.yaml")])
+
+
+def test_config_checker_accepts_the_demo(capsys):
+    main([str(ROOT / "config" / "config.yaml")])
+    assert capsys.readouterr().out.endswith("config.yaml: valid\n")

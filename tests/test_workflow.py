@@ -267,6 +267,16 @@ def test_predictions_keep_blank_rows_in_place(tmp_path, done):
     assert gaps.filter(like="prob_").iloc[[1, 2, 4]].isna().all().all()
 
 
+def test_a_key_given_twice_in_a_config_file_stops_the_workflow(tmp_path):
+    """Snakemake keeps the last of two keys; the workflow reads its config files again, strictly."""
+    tiny_config(tmp_path)
+    with open(tmp_path / "config.yaml", "a") as f:
+        f.write("seeds: [1]\n")
+    proc = smk(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config.yaml, line" in out and "`seeds` is given twice" in out
+
+
 def test_bad_predict_files_get_a_clear_error(tmp_path, done):
     from tlm.io import TLMInputError
     from tlm.predict import predict_files

