@@ -52,6 +52,24 @@ def test_bad_task_data_errors_name_file_and_fix(tmp_path, train, test, message):
     assert str(tmp_path) in str(err.value) and "Fix:" in str(err.value)
 
 
+def test_integer_labels_stored_as_floats_match_train(tmp_path):
+    """A split with a missing label stores integer labels as floats (1.0): they are train's 1."""
+    train = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": [1, 2, 1]})
+    dev = pd.DataFrame({"text": ["g h", "i j", "k l"], "label": [1.0, None, 2.0]})
+    splits, labels, report = load_task(write_task(tmp_path, train, dev=dev))
+    assert labels == ["1", "2"] and splits["dev"]["label"].tolist() == ["1", "2"]
+    assert report["dev"]["empty_label_dropped"] == 1
+
+
+def test_a_latin1_csv_is_named_with_the_fix(tmp_path):
+    paths = write_task(tmp_path, GOOD, fmt="csv")
+    (tmp_path / "train.csv").write_bytes("text,label\ncaf\u00e9 ol\u00e9,x\nb c,y\n".encode("latin-1"))
+    with pytest.raises(TLMInputError, match=r"train.csv: not UTF-8 text \(byte e9 at offset \d+\). Fix: save it as UTF-8"):
+        load_task(paths)
+    with pytest.raises(TLMInputError, match="train.csv: not UTF-8 text"):
+        list(read_column_chunks(tmp_path / "train.csv", "text"))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(TLMInputError, match="file not found"):
         load_task({"train": str(tmp_path / "nope.parquet"), "dev": "", "test": ""})

@@ -67,7 +67,7 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     try:
         df = _readers(path, None)[fmt]()
     except Exception as e:  # pandas/pyarrow errors are opaque to a user; name the file instead
-        raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
+        raise _read_error(path, e) from None
     _missing_columns(path, columns or [], df.columns)
     return df
 
@@ -94,7 +94,16 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
     except (TLMInputError, GeneratorExit):
         raise
     except Exception as e:
-        raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
+        raise _read_error(path, e) from None
+
+
+def _read_error(path: Path, e: Exception) -> TLMInputError:
+    if isinstance(e, UnicodeDecodeError):  # e.g. a CSV saved as Latin-1 or Windows-1252
+        return TLMInputError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start : e.start + 1].hex()} at offset {e.start}). "
+            f"Fix: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`)."
+        )
+    return TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.")
 
 
 def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[str]]:
@@ -123,6 +132,15 @@ def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[st
         yield chunk
 
 
+def _as_text(column: pd.Series) -> pd.Series:
+    """A column as stripped strings, missing values as "". Whole floats are written as integers: a
+    split with a missing label stores its integer labels as floats (1.0), which must match 1."""
+    whole = column.dropna()
+    if pd.api.types.is_float_dtype(column) and ((whole % 1 == 0) & (whole.abs() < 2**53)).all():
+        column = column.astype("Int64")
+    return column.astype(object).where(column.notna(), "").astype(str).str.strip()
+
+
 def load_task(
     paths: dict[str, str], text_column: str = "text", label_column: str = "label"
 ) -> tuple[dict[str, pd.DataFrame], list[str], dict]:
@@ -134,9 +152,7 @@ def load_task(
     splits, report = {}, {}
     for split in SPLITS:
         df = read_table(paths[split], [text_column, label_column])
-        df = pd.DataFrame(
-            {c: df[col].fillna("").astype(str).str.strip() for c, col in (("text", text_column), ("label", label_column))}
-        )
+        df = pd.DataFrame({c: _as_text(df[col]) for c, col in (("text", text_column), ("label", label_column))})
         keep = (df["text"] != "") & (df["label"] != "")
         report[split] = {
             "rows": len(df),
