@@ -45,7 +45,7 @@ def shards(wildcards=None):
 
 
 def analyzer_params():
-    return {key: config["bm25"][key] for key in ("lowercase", "stopwords", "stemmer")}
+    return {key: config["bm25"][key] for key in ("lowercase", "stopwords", "stemmer", "analyzer")}
 
 
 def task_cfg(wildcards):
