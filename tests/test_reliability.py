@@ -21,6 +21,8 @@ def fake_snakemake(tmp_path, rule="shard_corpus"):
     [
         (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device (or quota) while writing"),
         (OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"), "no space left on the device"),
+        (OSError("4096 requested and 0 written"), "no space left on the device"),  # numpy's tofile, writing an index
+        (OSError("IOError: [Errno 13] Detail: nope"), "permission denied"),
         (PermissionError(errno.EACCES, "Permission denied", "/data/corpus.jsonl"), "permission denied: /data/corpus.jsonl"),
         (FileNotFoundError(errno.ENOENT, "No such file", "/data/part-3.jsonl"), "/data/part-3.jsonl vanished while the job ran"),
         (TLMInputError("/data/x.jsonl: the compressed file is truncated. Fix: fetch it again."), "/data/x.jsonl: the compressed"),
