@@ -277,6 +277,19 @@ def test_a_key_given_twice_in_a_config_file_stops_the_workflow(tmp_path):
     assert proc.returncode != 0 and "config.yaml, line" in out and "`seeds` is given twice" in out
 
 
+def test_a_model_folder_without_its_weights_says_how_to_rebuild_it(tmp_path, done):
+    import shutil
+
+    from tlm.io import TLMInputError
+    from tlm.predict import predict_files
+
+    model = tmp_path / "results/models/demo/tlm/seed0/model"
+    shutil.copytree(done / "results/models/demo/tlm/seed0/model", model)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(TLMInputError, match=f"{model}: not a complete model checkpoint .* Fix: delete the folder {model}"):
+        predict_files(model, [str(done / "task/new.csv")], "text", tmp_path / "out.parquet")
+
+
 def test_bad_predict_files_get_a_clear_error(tmp_path, done):
     from tlm.io import TLMInputError
     from tlm.predict import predict_files

@@ -48,7 +48,7 @@ from tlm.config import DEFAULT_BUDGET, pretrained_dir
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, peak_flops, step_flops, training_flops
-from tlm.model import TLMModel, load_classifier, make_config
+from tlm.model import TLMModel, checkpoint_error, load_classifier, make_config
 from tlm.wordpiece import learn_vocab, word_counts
 
 log = logging.getLogger(__name__)
@@ -751,7 +751,10 @@ def _run_stage(
         model = TLMModel(make_config(m["preset"], len(tokenizer), labels, max_len, tokenizer.pad_token_id, m.get("dropout", 0.1)))
     else:
         tokenizer = load_tokenizer(init_dir)
-        model = TLMModel.from_pretrained(init_dir)
+        try:
+            model = TLMModel.from_pretrained(init_dir)
+        except OSError as e:
+            raise checkpoint_error(init_dir, e) from None
         model.reset_classifier()  # the reference code starts stage 2 with a fresh task head
     tokenizer.model_max_length = max_len  # what the saved model was trained on: pipeline(truncation=True) cuts there
     cfg = plan_stage(cfg, train, external_store, model.config, max_len)
