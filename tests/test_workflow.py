@@ -75,6 +75,13 @@ def test_second_run_has_nothing_to_do(done):
 USE = ("package_model", "export_best", "predict")  # what follows a retrained model
 
 
+def test_the_summary_is_shown_only_when_the_run_made_it(done):
+    """A partial target must not show the previous run's summary as if it were new."""
+    page = smk(done, "results/report/demo/retrieval.html", "--forcerun", "retrieval_report").stdout
+    assert "# TLM results" not in page
+    assert "# TLM results" in smk(done, "results/summary.md", "--forcerun", "summarize").stdout
+
+
 def test_changing_a_setting_reruns_only_what_depends_on_it(done):
     original = (done / "config.yaml").read_text()
     try:
