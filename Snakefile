@@ -17,6 +17,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 # logs carry no progress bars.
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
+from tlm.cache import patch_snakemake_cache
 from tlm.config import ConfigError, read_config_file, validate_config
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
@@ -93,3 +94,5 @@ onsuccess:
 if CACHING:  # Snakemake refuses a cached rule with a benchmark (checked once the Snakefile is read)
     for name in CACHED_RULES:
         getattr(rules, name).rule._benchmark = None
+    # workflows sharing the cache at once store one copy of each entry (tlm.cache)
+    patch_snakemake_cache()

@@ -145,6 +145,8 @@ def test_workflows_sharing_a_corpus_at_once_and_its_cached_index(tmp_path):
     runs = [start(d) for d in dirs[:2]]
     outs = [p.communicate(timeout=900)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    nested = [str(p) for p in cache.iterdir() if p.is_dir() and (p / p.name).exists()]
+    assert not nested, f"cache entries nested in themselves (both workflows stored them): {nested}"
     third = start(dirs[2])
     out = third.communicate(timeout=900)[0]
     assert third.returncode == 0, out[-3000:]
