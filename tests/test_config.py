@@ -140,3 +140,12 @@ def test_config_files_are_read_strictly(tmp_path, text, expect):
 def test_config_checker_accepts_the_demo(capsys):
     main([str(ROOT / "config" / "config.yaml")])
     assert capsys.readouterr().out.endswith("config.yaml: valid\n")
+
+
+def test_a_key_of_another_kind_of_run_is_refused():
+    cfg = demo()
+    cfg["runs"] = {"tf": {"kind": "tfidf", "external": "bm25"}, "t": {"external": "bm25", "pretrained": "x"}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert "`runs.tf.external` applies to `kind: tlm` runs only" in str(err.value)
+    assert "`runs.t.pretrained` applies to `kind: plm` runs only" in str(err.value)

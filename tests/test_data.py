@@ -70,6 +70,13 @@ def test_a_latin1_csv_is_named_with_the_fix(tmp_path):
         list(read_column_chunks(tmp_path / "train.csv", "text"))
 
 
+def test_a_bad_json_line_of_a_task_file_is_named(tmp_path):
+    paths = write_task(tmp_path, GOOD)
+    (tmp_path / "train.jsonl").write_text(GOOD.to_json(orient="records", lines=True) + '{"text": "x", oops\n')
+    with pytest.raises(TLMInputError, match=r"train.jsonl, line 4: not JSON"):
+        load_task(paths | {"train": str(tmp_path / "train.jsonl")})
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(TLMInputError, match="file not found"):
         load_task({"train": str(tmp_path / "nope.parquet"), "dev": "", "test": ""})

@@ -92,7 +92,7 @@ def validate_config(config: dict, source: str = "config", schema_path: str | Pat
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(config)
+    problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(config) + _run_problems(config)
     if problems:
         raise ConfigError(
             f"{source}: invalid configuration:\n  - "
@@ -145,6 +145,20 @@ def _name_problems(config: dict) -> list[str]:
             if len(names) > 1
         ]
     return problems
+
+
+RUN_KEYS_OF_KIND = {"external": "tlm", "top_k": "tlm", "skip_stage2": "tlm", "pretrained": "plm", "pretraining": "plm"}
+
+
+def _run_problems(config: dict) -> list[str]:
+    """A key that only one kind of run reads, set on a run of another kind, would be ignored."""
+    return [
+        f"`runs.{run}.{key}` applies to `kind: {kind}` runs only; `{run}` is a {spec['kind']} run, which would ignore it. "
+        f"Fix: remove the key, or set `kind: {kind}`"
+        for run, spec in config["runs"].items()
+        for key, kind in RUN_KEYS_OF_KIND.items()
+        if spec["kind"] != kind and spec.get(key) not in (None, False, "none")
+    ]
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -98,6 +98,13 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
 
 
 def _read_error(path: Path, e: Exception) -> TLMInputError:
+    if isinstance(e, ValueError) and not isinstance(e, UnicodeDecodeError) and table_format(path) == "jsonl":
+        with open(path, encoding="utf-8", errors="replace") as f:  # pandas names a byte offset, not the line
+            for number, line in enumerate(f, 1):
+                try:
+                    json.loads(line) if line.strip() else None
+                except json.JSONDecodeError as bad:
+                    return TLMInputError(f"{path}, line {number}: not JSON ({bad.msg}). Fix: one JSON object per line.")
     if isinstance(e, UnicodeDecodeError):  # e.g. a CSV saved as Latin-1 or Windows-1252
         return TLMInputError(
             f"{path}: not UTF-8 text (byte {e.object[e.start : e.start + 1].hex()} at offset {e.start}). "
