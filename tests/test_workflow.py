@@ -147,6 +147,10 @@ def test_missing_corpus_is_named(tmp_path):
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stdout + proc.stderr
+    cfg["corpus"]["paths"] = ["corpus/*.parquet", "corpus/a.parquet"]  # read twice: every document counted twice
+    write_config(tmp_path, cfg)
+    proc = smk(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "corpus.paths: 'corpus/a.parquet' is listed twice" in proc.stdout + proc.stderr
 
 
 def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
