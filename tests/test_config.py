@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import yaml
 from conftest import ROOT
@@ -137,9 +139,14 @@ def test_config_files_are_read_strictly(tmp_path, text, expect):
         main([str(tmp_path / "my.yaml")])
 
 
-def test_config_checker_accepts_the_demo(capsys):
+def test_config_checker_accepts_the_demo_and_json(tmp_path, capsys):
     main([str(ROOT / "config" / "config.yaml")])
     assert capsys.readouterr().out.endswith("config.yaml: valid\n")
+    (tmp_path / "my.json").write_text(json.dumps(demo(), indent="\t"))  # JSON may indent with tabs
+    main([str(tmp_path / "my.json")])
+    (tmp_path / "my.json").write_text('{"seeds": [0], "seeds": [1]}')
+    with pytest.raises(ConfigError, match=r"my.json: \['seeds'\] given twice"):
+        read_config_file(tmp_path / "my.json")
 
 
 def test_a_key_of_another_kind_of_run_is_refused():

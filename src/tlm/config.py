@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from pathlib import Path
 
 import yaml
@@ -72,12 +73,27 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _unique_json_keys(path, pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if repeated := sorted({k for k in keys if keys.count(k) > 1}):
+        raise ConfigError(f"{path}: {repeated} given twice in one object; JSON readers keep the last one. Fix: keep one of them.")
+    return dict(pairs)
+
+
 def read_config_file(path: str | Path) -> dict:
     """A config file read strictly: a syntax error (a tab, a bad indent) or a key given twice names
     the file and the line. Snakemake reads --configfile itself (and keeps the last of two keys)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=_StrictLoader)
+        text = Path(path).read_text(encoding="utf-8")
+        try:  # JSON first, as Snakemake reads it (JSON may indent with tabs, YAML may not)
+            return json.loads(text, object_pairs_hook=lambda pairs: _unique_json_keys(path, pairs))
+        except json.JSONDecodeError:
+            loader = _StrictLoader(text)
+            loader.name = str(path)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
