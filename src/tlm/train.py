@@ -192,6 +192,13 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
         per_cycle = expected_step_flops(config, train, cfg, max_len, on_task=True)
         if external is not None:
             per_cycle += cfg.rho1 * expected_step_flops(config, external, cfg, max_len, on_task=False)
+        if cfg.flops < per_cycle:
+            log.warning(
+                "flops = %.3g is less than one step's %.3g (a task batch and its rho1 external ones): training that one "
+                "step. Fix: raise the stage's flops (or give max_steps or epochs)",
+                cfg.flops,
+                per_cycle,
+            )
         steps = max(1, math.floor(cfg.flops / per_cycle)) * cycle
     else:
         raise TLMInputError("no training budget: set one of max_steps, epochs or flops for the stage.")
