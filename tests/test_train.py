@@ -250,6 +250,9 @@ def test_a_bad_local_tokenizer_gets_a_clear_error(tmp_path):
 
     with pytest.raises(TLMInputError, match="not a readable tokenizer directory.*Fix:"):
         load_tokenizer(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()  # not "install sentencepiece", which transformers says of an empty folder
+    with pytest.raises(TLMInputError, match=r"empty: no tokenizer files in it .* found \[\]\). Fix:"):
+        load_tokenizer(tmp_path / "empty")
 
 
 TRAIN_TOKENIZER = """
@@ -337,3 +340,5 @@ def test_a_flops_budget_below_one_step_trains_one_and_says_so(caplog):
     cfg = StageConfig(flops=1, batch_size=8, learning_rate=1e-3, rho1=1, rho2=5)
     assert plan_stage(cfg, store, store, config, 32).max_steps == 2  # one task batch and its external one
     assert "flops = 1 is less than one step's" in caplog.text and "Fix: raise the stage's flops" in caplog.text
+    plan_stage(StageConfig(max_steps=3, batch_size=64, learning_rate=1e-3, rho1=0), store, None, config, 32)
+    assert "batch_size 64 is more than the 40 training examples" in caplog.text

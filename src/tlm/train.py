@@ -101,6 +101,12 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
 
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
     """A tokenizer from a local directory (never the hub); MLM needs its [PAD], [CLS], [SEP], [MASK]."""
+    if Path(path).is_dir() and not any(Path(path).glob("tokenizer*.json")) and not (Path(path) / "vocab.txt").exists():
+        raise TLMInputError(
+            f"{path}: no tokenizer files in it (tokenizer.json, tokenizer_config.json or vocab.txt; found "
+            f"{sorted(p.name for p in Path(path).iterdir())[:10]}). Fix: set `tokenizer.path` to a directory saved "
+            "with save_pretrained, or null to train one."
+        )
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
@@ -184,6 +190,14 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
         cfg = dataclasses.replace(cfg, rho1=min(max(rho1, 1), 999) if external is not None else 0)
     cycle = cfg.rho1 + 1 if external is not None else 1
     per_epoch = math.ceil(len(train) / cfg.batch_size)  # task batches per pass
+    if cfg.batch_size > len(train):
+        log.warning(
+            "batch_size %d is more than the %d training examples: each task batch holds them all (a smaller "
+            "batch than configured). Fix: lower the stage's batch_size to at most %d",
+            cfg.batch_size,
+            len(train),
+            len(train),
+        )
     if cfg.max_steps:
         steps = cfg.max_steps
     elif cfg.epochs:
