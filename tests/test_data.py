@@ -64,7 +64,7 @@ def test_integer_labels_stored_as_floats_match_train(tmp_path):
 def test_a_latin1_csv_is_named_with_the_fix(tmp_path):
     paths = write_task(tmp_path, GOOD, fmt="csv")
     (tmp_path / "train.csv").write_bytes("text,label\ncaf\u00e9 ol\u00e9,x\nb c,y\n".encode("latin-1"))
-    with pytest.raises(TLMInputError, match=r"train.csv: not UTF-8 text \(byte e9 at offset \d+\). Fix: save it as UTF-8"):
+    with pytest.raises(TLMInputError, match=r"train.csv: not UTF-8 text \(line 2: byte e9\). Fix: save it as UTF-8"):
         load_task(paths)
     with pytest.raises(TLMInputError, match="train.csv: not UTF-8 text"):
         list(read_column_chunks(tmp_path / "train.csv", "text"))

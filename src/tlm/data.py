@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,7 @@ def _read_error(path: Path, e: Exception) -> TLMInputError:
                     return TLMInputError(f"{path}, line {number}: not JSON ({bad.msg}). Fix: one JSON object per line.")
     if isinstance(e, UnicodeDecodeError):  # e.g. a CSV saved as Latin-1 or Windows-1252
         return TLMInputError(
-            f"{path}: not UTF-8 text (byte {e.object[e.start : e.start + 1].hex()} at offset {e.start}). "
+            f"{path}: not UTF-8 text ({_first_bad_utf8(path)}). "
             f"Fix: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`)."
         )
     return TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.")
@@ -137,6 +138,17 @@ def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[st
         _missing_columns(path, [column], keys or [])
     if chunk:
         yield chunk
+
+
+def _first_bad_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its line and byte (pandas' error gives an offset into a buffer)."""
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"line {number}: byte {line[bad.start : bad.start + 1].hex()}"
+    return "an invalid byte"
 
 
 def _as_text(column: pd.Series) -> pd.Series:
