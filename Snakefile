@@ -17,7 +17,8 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 # logs carry no progress bars.
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
-from tlm.config import ConfigError, validate_config
+from tlm.cache import patch_snakemake_cache
+from tlm.config import ConfigError, read_config_file, validate_config
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
 # demo's tasks and runs are not merged in; several files given are merged in their order).
@@ -36,7 +37,11 @@ CACHING = workflow.workflow_settings.cache is not None
 CACHED_RULES = ("shard_corpus", "count_terms", "corpus_stats", "build_index")
 
 
+# Snakemake has read the config files already, keeping the last of a key given twice; they are read
+# again strictly so that a repeated key is an error naming its file and line.
 try:
+    for path in workflow.configfiles:
+        read_config_file(path)
     validate_config(
         config,
         source=", ".join(map(str, workflow.configfiles)) or "config",
@@ -79,11 +84,15 @@ rule all:
         ],
 
 
+# The summary is shown when it is part of this run's jobs, so current (a partial target, e.g. one
+# task's retrieval, must not show a previous run's numbers as if they were new).
 onsuccess:
-    if Path("results/summary.md").exists():
+    if Path("results/summary.md").exists() and any("results/summary.md" in job.output for job in workflow.dag.jobs):
         print(Path("results/summary.md").read_text())
 
 
 if CACHING:  # Snakemake refuses a cached rule with a benchmark (checked once the Snakefile is read)
     for name in CACHED_RULES:
         getattr(rules, name).rule._benchmark = None
+    # workflows sharing the cache at once store one copy of each entry (tlm.cache)
+    patch_snakemake_cache()

@@ -1,6 +1,7 @@
 # Wiring only: config access, input functions and path helpers for the rules.
 
 import glob
+import os
 import re
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def corpus_files():
                 "(relative paths start at the working directory)."
             )
         files += matches
+    seen = {}
+    for f in files:  # a file read twice would count every document twice (or as duplicates)
+        if (real := os.path.realpath(f)) in seen:
+            raise WorkflowError(
+                f"corpus.paths: {f!r} is listed twice (also as {seen[real]!r}, directly or through a glob). "
+                "Fix: list each corpus file once."
+            )
+        seen[real] = f
     return files
 
 
@@ -45,7 +54,7 @@ def shards(wildcards=None):
 
 
 def analyzer_params():
-    return {key: config["bm25"][key] for key in ("lowercase", "stopwords", "stemmer")}
+    return {key: config["bm25"][key] for key in ("lowercase", "stopwords", "stemmer", "analyzer")}
 
 
 def task_cfg(wildcards):

@@ -43,6 +43,7 @@ rule merge_topk:
     input:
         hits=lambda wc: expand("results/retrieval/{task}/hits-{shard}.parquet", task=wc.task, shard=shards()),
         queries="results/retrieval/{task}/queries.parquet",
+        stats="results/index/stats",
     output:
         "results/retrieval/{task}/topk.parquet",
     log:
@@ -53,6 +54,7 @@ rule merge_topk:
         "../envs/retrieval.yaml"
     params:
         top_k=lambda wc: task_cfg(wc)["top_k"],
+        analyzer=config["bm25"]["analyzer"],
     script:
         "../workflow/scripts/merge_topk.py"
 

@@ -232,5 +232,19 @@ def test_count_terms_in_worker_processes_gives_the_same_postings(tmp_path, demo_
 
 def test_analyzer_options():
     assert Analyzer()("The Cats and the Dogs") == ["cats", "dogs"]
+    assert Analyzer()("Python 的中文") == ["python", "的中", "中文"], "unspaced runs as character pairs"
+    assert Analyzer()("日本語 a 中") == ["日本", "本語", "中"]
+    assert Analyzer(analyzer="word")("Python 的中文") == ["python", "的中文"]
     assert Analyzer(stopwords="none", lowercase=False)("The Cats") == ["The", "Cats"]
     assert Analyzer(stemmer="english")("running cats") == ["run", "cat"]
+
+
+def test_text_without_spaces_is_retrieved(tmp_path):
+    """Chinese and Thai documents are found by queries that share words with them: with the word
+    analyzer each sentence is one term and nothing is found."""
+    docs = ["我喜欢学习中文和数学", "今天的天气很好", "机器学习需要大量数据", "ภาษาไทยเป็นภาษาที่สวยงาม", "the weather is fine"]
+    queries = ["我们学习数学", "天气好", "ภาษาไทย"]
+    hits = search(build(tmp_path, docs, 2), queries, 1)
+    assert hits.sort_values("query_id").doc_id.tolist() == [0, 1, 3]
+    word = Analyzer(analyzer="word")
+    assert search(build(tmp_path, docs, 2, word, name="word"), queries, 1, word).empty

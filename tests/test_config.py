@@ -1,8 +1,10 @@
+import json
+
 import pytest
 import yaml
 from conftest import ROOT
 
-from tlm.config import ConfigError, run_settings, validate_config
+from tlm.config import ConfigError, main, read_config_file, run_settings, validate_config
 
 
 def demo():
@@ -87,3 +89,70 @@ def test_a_layer_with_a_budget_replaces_the_budget_below_and_presets_fill_the_re
     del cfg["stage1"]["learning_rate"], cfg["stage1"]["max_steps"]
     small = run_settings(cfg, "small", 0)["stage1"]
     assert small["learning_rate"] == 5.0e-4 and small["epochs"] == 15  # the preset's, and the default budget
+
+
+@pytest.mark.parametrize(
+    "where, name, expect",
+    [
+        ("tasks", "..", "not a safe folder name"),
+        ("tasks", "a/b", "not a safe folder name"),
+        ("runs", ".", "not a safe folder name"),
+        ("runs", "../x", "not a safe folder name"),
+        ("runs", "tokenizer", "a folder the workflow uses"),
+        ("runs", "Tokens", "a folder the workflow uses"),
+        ("runs", "TLM", "differ only by case"),
+        ("tasks", "Debian_Sections", "differ only by case"),
+    ],
+)
+def test_task_and_run_names_are_safe_folder_names(where, name, expect):
+    cfg = demo()
+    cfg["runs"] = {"tlm": {"external": "bm25"}}
+    cfg[where][name] = dict(next(iter(cfg[where].values())))
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    msg = str(err.value)
+    assert expect in msg and (f"{name!r}" in msg or f"`{name}`" in msg) and "Fix:" in msg
+
+
+@pytest.mark.parametrize("seeds, expect", [([0, 0], "repeats a value"), ([-1], "less than the minimum"), ([2**32], "maximum")])
+def test_seeds_are_distinct_non_negative(seeds, expect):
+    cfg = demo()
+    cfg["seeds"] = seeds
+    with pytest.raises(ConfigError, match=expect):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("corpus:\n  paths: [a]\n  dedup: true\n  dedup: false\n", "line 4: `dedup` is given twice in one mapping (first on"),
+        ("corpus:\n  paths: [a]\ncorpus:\n  paths: [b]\n", "line 3: `corpus` is given twice"),
+        ("corpus:\n  paths: [a]\n\tdedup: true\n", "line 3, column 1: not valid YAML: found character '\\t'"),
+    ],
+)
+def test_config_files_are_read_strictly(tmp_path, text, expect):
+    (tmp_path / "my.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_config_file(tmp_path / "my.yaml")
+    assert f"{tmp_path / 'my.yaml'}, {expect}" in str(err.value) and "Fix:" in str(err.value)
+    with pytest.raises(SystemExit, match="given twice|not valid YAML"):  # python -m tlm.config my.yaml
+        main([str(tmp_path / "my.yaml")])
+
+
+def test_config_checker_accepts_the_demo_and_json(tmp_path, capsys):
+    main([str(ROOT / "config" / "config.yaml")])
+    assert capsys.readouterr().out.endswith("config.yaml: valid\n")
+    (tmp_path / "my.json").write_text(json.dumps(demo(), indent="\t"))  # JSON may indent with tabs
+    main([str(tmp_path / "my.json")])
+    (tmp_path / "my.json").write_text('{"seeds": [0], "seeds": [1]}')
+    with pytest.raises(ConfigError, match=r"my.json: \['seeds'\] given twice"):
+        read_config_file(tmp_path / "my.json")
+
+
+def test_a_key_of_another_kind_of_run_is_refused():
+    cfg = demo()
+    cfg["runs"] = {"tf": {"kind": "tfidf", "external": "bm25"}, "t": {"external": "bm25", "pretrained": "x"}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert "`runs.tf.external` applies to `kind: tlm` runs only" in str(err.value)
+    assert "`runs.t.pretrained` applies to `kind: plm` runs only" in str(err.value)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tlm.data import Batches, TokenStore, load_task, mask_tokens
+from tlm.data import Batches, TokenStore, load_task, mask_tokens, read_column_chunks
 from tlm.io import TLMInputError
 
 
@@ -50,6 +50,31 @@ def test_bad_task_data_errors_name_file_and_fix(tmp_path, train, test, message):
     with pytest.raises(TLMInputError, match=message) as err:
         load_task(write_task(tmp_path, train, test=test))
     assert str(tmp_path) in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_integer_labels_stored_as_floats_match_train(tmp_path):
+    """A split with a missing label stores integer labels as floats (1.0): they are train's 1."""
+    train = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": [1, 2, 1]})
+    dev = pd.DataFrame({"text": ["g h", "i j", "k l"], "label": [1.0, None, 2.0]})
+    splits, labels, report = load_task(write_task(tmp_path, train, dev=dev))
+    assert labels == ["1", "2"] and splits["dev"]["label"].tolist() == ["1", "2"]
+    assert report["dev"]["empty_label_dropped"] == 1
+
+
+def test_a_latin1_csv_is_named_with_the_fix(tmp_path):
+    paths = write_task(tmp_path, GOOD, fmt="csv")
+    (tmp_path / "train.csv").write_bytes("text,label\ncaf\u00e9 ol\u00e9,x\nb c,y\n".encode("latin-1"))
+    with pytest.raises(TLMInputError, match=r"train.csv: not UTF-8 text \(line 2: byte e9\). Fix: save it as UTF-8"):
+        load_task(paths)
+    with pytest.raises(TLMInputError, match="train.csv: not UTF-8 text"):
+        list(read_column_chunks(tmp_path / "train.csv", "text"))
+
+
+def test_a_bad_json_line_of_a_task_file_is_named(tmp_path):
+    paths = write_task(tmp_path, GOOD)
+    (tmp_path / "train.jsonl").write_text(GOOD.to_json(orient="records", lines=True) + '{"text": "x", oops\n')
+    with pytest.raises(TLMInputError, match=r"train.jsonl, line 4: not JSON"):
+        load_task(paths | {"train": str(tmp_path / "train.jsonl")})
 
 
 def test_missing_file(tmp_path):
@@ -176,3 +201,27 @@ def test_packed_rows_hold_several_examples_up_to_max_len():
 def test_rows_are_padded_to_a_multiple_for_few_shapes():
     b = Batches(store([[1, 5, 2], [1, 6, 7, 8, 9, 2]]), 2, pad_id=0, seed=0, shuffle=False, pad_multiple=8)
     assert next(b.epoch())["input_ids"].shape == (2, 8)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("new.csv", 'text,id\na,1\n\n   ,2\nb,3\n"",4\nc,5\n'),
+        ("new.tsv", "text\na\n\n   \nb\n\nc\n"),
+        ("new.jsonl", '{"text": "a"}\n\n   \n{"text": "b"}\n{"text": null}\n{"text": "c"}\n'),
+    ],
+)
+def test_texts_to_predict_keep_every_row_in_place(tmp_path, name, content):
+    """Blank and whitespace-only rows are rows: dropping them would shift the rows after them."""
+    (tmp_path / name).write_text(content)
+    rows = [t for chunk in read_column_chunks(tmp_path / name, "text", rows=2) for t in chunk]
+    assert rows == ["a", "", "" if name.endswith("jsonl") else "   ", "b", "", "c"]
+
+
+def test_texts_to_predict_name_a_bad_json_line(tmp_path):
+    (tmp_path / "new.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(TLMInputError, match=r"new.jsonl, line 2: not JSON"):
+        list(read_column_chunks(tmp_path / "new.jsonl", "text"))
+    (tmp_path / "new.jsonl").write_text('{"sentence": "a"}\n')
+    with pytest.raises(TLMInputError, match=r"missing column\(s\) \['text'\] \(found \['sentence'\]\)"):
+        list(read_column_chunks(tmp_path / "new.jsonl", "text"))

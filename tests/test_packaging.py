@@ -26,3 +26,29 @@ def test_envs_match_pyproject():
             assert spec == project[name], f"{env_file.name}: {name}{spec} but pyproject.toml has {name}{project[name]}"
             seen.add(name)
     assert seen >= set(project) - {"snakemake"}, "every runtime dependency is in some environment"
+
+
+def test_the_workflow_version_reads_git_without_writing_to_it(tmp_path):
+    """A model card names the checkout's commit; reading it must not rewrite the checkout's index
+    while jobs run (`git describe --dirty` refreshes it)."""
+    import os
+    import subprocess
+
+    from tlm import __version__
+    from tlm.export import workflow_version
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f").write_text("a\n")
+    git("add", "f")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    head = git("rev-parse", "--short", "HEAD")
+    index = (tmp_path / ".git/index").read_bytes()
+    os.utime(tmp_path / "f", (1, 1))  # stat data the index no longer matches: a refresh would rewrite it
+    assert workflow_version(tmp_path) == f"{__version__} ({head})"
+    (tmp_path / "f").write_text("b\n")
+    assert workflow_version(tmp_path) == f"{__version__} ({head}-dirty)"
+    assert (tmp_path / ".git/index").read_bytes() == index
+    assert workflow_version(tmp_path / "not-a-checkout") == __version__

@@ -21,6 +21,8 @@ def fake_snakemake(tmp_path, rule="shard_corpus"):
     [
         (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device (or quota) while writing"),
         (OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"), "no space left on the device"),
+        (OSError("4096 requested and 0 written"), "no space left on the device"),  # numpy's tofile, writing an index
+        (OSError("IOError: [Errno 13] Detail: nope"), "permission denied"),
         (PermissionError(errno.EACCES, "Permission denied", "/data/corpus.jsonl"), "permission denied: /data/corpus.jsonl"),
         (FileNotFoundError(errno.ENOENT, "No such file", "/data/part-3.jsonl"), "/data/part-3.jsonl vanished while the job ran"),
         (TLMInputError("/data/x.jsonl: the compressed file is truncated. Fix: fetch it again."), "/data/x.jsonl: the compressed"),
@@ -143,6 +145,8 @@ def test_workflows_sharing_a_corpus_at_once_and_its_cached_index(tmp_path):
     runs = [start(d) for d in dirs[:2]]
     outs = [p.communicate(timeout=900)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    nested = [str(p) for p in cache.iterdir() if p.is_dir() and (p / p.name).exists()]
+    assert not nested, f"cache entries nested in themselves (both workflows stored them): {nested}"
     third = start(dirs[2])
     out = third.communicate(timeout=900)[0]
     assert third.returncode == 0, out[-3000:]

@@ -15,7 +15,7 @@ from conftest import python
 from test_bm25 import build
 
 from tlm.bm25 import Analyzer, merge_stats, merge_topk, search_shard
-from tlm.retrieval import CURSOR_ROWS, HITS_SCHEMA, merge_topk_files, retrieve_shard
+from tlm.retrieval import CURSOR_ROWS, HITS_SCHEMA, merge_topk_files, retrieval_warnings, retrieve_shard
 
 
 def random_hits(rng, n_queries, k, shard):
@@ -38,7 +38,7 @@ def test_streamed_merge_equals_the_in_memory_merge(tmp_path):
         pq.write_table(pa.Table.from_pandas(h, schema=HITS_SCHEMA, preserve_index=False), paths[-1])
     expected = merge_topk(hits, 7)
     # rounds of a few queries, and groups of 4 files merged first: three levels of the same merge
-    merge_topk_files(paths, 7, 300, tmp_path / "topk.parquet", round_rows=200, max_open=4)
+    assert merge_topk_files(paths, 7, 300, tmp_path / "topk.parquet", round_rows=200, max_open=4) == 300
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "topk.parquet"), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in paths), "topk.parquet"]), "no temporaries"
 
@@ -104,3 +104,12 @@ def test_merge_memory_does_not_grow_with_shards_or_queries(tmp_path):
         )
     assert peak[(64, 20_000)] - peak[(4, 20_000)] < 100, peak
     assert peak[(4, 160_000)] - peak[(4, 20_000)] < 100, peak
+
+
+def test_silent_retrieval_failures_are_named():
+    """Most queries without a hit (an unspaced script under the word analyzer), K over the corpus."""
+    [few] = retrieval_warnings("zh", 10, 100, 50, 10_000, "word")
+    assert "tasks.zh: only 10 of 100 queries retrieved any document" in few and "`bm25.analyzer: auto`" in few
+    [big] = retrieval_warnings("t", 90, 100, 5000, 2500, "auto")
+    assert "tasks.t.top_k = 5000 is more than the corpus's 2500 documents" in big and "Fix:" in big
+    assert retrieval_warnings("t", 60, 100, 50, 2500, "auto") == []

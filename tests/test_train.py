@@ -277,6 +277,9 @@ def test_a_bad_local_tokenizer_gets_a_clear_error(tmp_path):
 
     with pytest.raises(TLMInputError, match="not a readable tokenizer directory.*Fix:"):
         load_tokenizer(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()  # not "install sentencepiece", which transformers says of an empty folder
+    with pytest.raises(TLMInputError, match=r"empty: no tokenizer files in it .* found \[\]\). Fix:"):
+        load_tokenizer(tmp_path / "empty")
 
 
 TRAIN_TOKENIZER = """
@@ -354,3 +357,15 @@ def test_batches_prepared_ahead_train_the_same_and_resume_the_same(tiny_task, tm
     resumed, _ = run(tiny_task, tmp_path / "c", steps=10, dropout=0.0, prefetch=3, ckpt=ckpt, save_steps=4)
     for a, b in zip(plain.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_flops_budget_below_one_step_trains_one_and_says_so(caplog):
+    import numpy as np
+
+    store = TokenStore(np.ones(40 * 10, np.int32), np.arange(0, 401, 10), np.zeros(40, np.int64))
+    config = make_config("tiny", 100, ["a", "b"], 32, 0)
+    cfg = StageConfig(flops=1, batch_size=8, learning_rate=1e-3, rho1=1, rho2=5)
+    assert plan_stage(cfg, store, store, config, 32).max_steps == 2  # one task batch and its external one
+    assert "flops = 1 is less than one step's" in caplog.text and "Fix: raise the stage's flops" in caplog.text
+    plan_stage(StageConfig(max_steps=3, batch_size=64, learning_rate=1e-3, rho1=0), store, None, config, 32)
+    assert "batch_size 64 is more than the 40 training examples" in caplog.text

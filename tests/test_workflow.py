@@ -75,6 +75,13 @@ def test_second_run_has_nothing_to_do(done):
 USE = ("package_model", "export_best", "predict")  # what follows a retrained model
 
 
+def test_the_summary_is_shown_only_when_the_run_made_it(done):
+    """A partial target must not show the previous run's summary as if it were new."""
+    page = smk(done, "results/report/demo/retrieval.html", "--forcerun", "retrieval_report").stdout
+    assert "# TLM results" not in page
+    assert "# TLM results" in smk(done, "results/summary.md", "--forcerun", "summarize").stdout
+
+
 def test_changing_a_setting_reruns_only_what_depends_on_it(done):
     original = (done / "config.yaml").read_text()
     try:
@@ -140,6 +147,10 @@ def test_missing_corpus_is_named(tmp_path):
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stdout + proc.stderr
+    cfg["corpus"]["paths"] = ["corpus/*.parquet", "corpus/a.parquet"]  # read twice: every document counted twice
+    write_config(tmp_path, cfg)
+    proc = smk(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "corpus.paths: 'corpus/a.parquet' is listed twice" in proc.stdout + proc.stderr
 
 
 def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
@@ -251,6 +262,47 @@ def test_a_users_config_means_exactly_what_it_says(tmp_path):
         [*base, "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=300
     ).stdout
     assert "results/tasks/demo/train.parquet" in mine and "debian_sections" not in mine
+
+
+def test_predictions_keep_blank_rows_in_place(tmp_path, done):
+    """A blank or whitespace-only row keeps its row number with a null label; the rows after it keep
+    theirs, with the labels their texts get without the blanks."""
+    from tlm.predict import predict_files
+
+    model = done / "results/models/demo/tlm/seed0/model"
+    texts = pd.read_parquet(done / "task/test.parquet").text.head(4).tolist()
+    (tmp_path / "new.csv").write_text("text\n" + "\n".join(f'"{t}"' for t in texts) + "\n")
+    (tmp_path / "gaps.csv").write_text(f'text\n"{texts[0]}"\n\n   \n"{texts[1]}"\n""\n"{texts[2]}"\n"{texts[3]}"\n')
+    for name in ("new.csv", "gaps.csv"):
+        predict_files(model, [str(tmp_path / name)], "text", tmp_path / f"{name}.parquet")
+    plain, gaps = (pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("new.csv", "gaps.csv"))
+    assert gaps.row.tolist() == list(range(7))
+    assert gaps.label.isna().tolist() == [False, True, True, False, True, False, False]
+    assert gaps.label.dropna().tolist() == plain.label.tolist()
+    assert gaps.filter(like="prob_").iloc[[1, 2, 4]].isna().all().all()
+
+
+def test_a_key_given_twice_in_a_config_file_stops_the_workflow(tmp_path):
+    """Snakemake keeps the last of two keys; the workflow reads its config files again, strictly."""
+    tiny_config(tmp_path)
+    with open(tmp_path / "config.yaml", "a") as f:
+        f.write("seeds: [1]\n")
+    proc = smk(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config.yaml, line" in out and "`seeds` is given twice" in out
+
+
+def test_a_model_folder_without_its_weights_says_how_to_rebuild_it(tmp_path, done):
+    import shutil
+
+    from tlm.io import TLMInputError
+    from tlm.predict import predict_files
+
+    model = tmp_path / "results/models/demo/tlm/seed0/model"
+    shutil.copytree(done / "results/models/demo/tlm/seed0/model", model)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(TLMInputError, match=f"{model}: not a complete model checkpoint .* Fix: delete the folder {model}"):
+        predict_files(model, [str(done / "task/new.csv")], "text", tmp_path / "out.parquet")
 
 
 def test_bad_predict_files_get_a_clear_error(tmp_path, done):

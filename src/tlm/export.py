@@ -20,16 +20,24 @@ import yaml
 import tlm
 from tlm.io import atomic_path, read_json, write_json
 
+CHECKOUT = Path(__file__).resolve().parents[2]
 
-def workflow_version() -> str:
-    """tlm's version, with the git commit of the workflow when it runs from a checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+
+def workflow_version(root: Path = CHECKOUT) -> str:
+    """tlm's version, with the git commit of the workflow when it runs from a checkout. Git is only
+    read: `describe --dirty` would refresh and rewrite the checkout's index while jobs run (also
+    under --no-optional-locks), so dirtiness comes from `status`, which honours that flag."""
+
+    def git(*args) -> str:
+        cmd = ["git", "--no-optional-locks", "-c", "core.fsmonitor=false", "-C", str(root), *args]
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("describe", "--always")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
     return f"{tlm.__version__} ({commit})" if commit else tlm.__version__
 
 

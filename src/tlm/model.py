@@ -19,6 +19,7 @@ classification head (AutoModelForSequenceClassification), fine-tuned like stage 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,6 +31,8 @@ from transformers.models.electra.modeling_electra import (
     ElectraModel,
     ElectraPreTrainedModel,
 )
+
+from tlm.io import TLMInputError
 
 # Encoder sizes. `tiny` is for the CPU demo and tests; `small` is BERT-small (Turc et al.);
 # `base` (BERT-base, 109M with a 30k vocabulary) is what the paper calls its small and medium
@@ -109,7 +112,20 @@ class TLMModel(ElectraPreTrainedModel):
 
 def load_classifier(path, **kwargs):
     """A trained model directory as plain transformers loads it (any architecture: TLM or plm)."""
-    return AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, **kwargs)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, **kwargs)
+    except OSError as e:
+        raise checkpoint_error(path, e) from None
+
+
+def checkpoint_error(path, e: Exception) -> TLMInputError:
+    """A checkpoint folder without its weights (or config): one of the workflow's is rebuilt once it
+    is deleted (Snakemake counts a folder that exists as done, however incomplete)."""
+    if "results" in Path(path).parts:
+        fix = f"delete the folder {path} and run snakemake again: it is rebuilt, with what depends on it"
+    else:
+        fix = "give a complete checkpoint directory (config.json and weights, as save_pretrained writes them)"
+    return TLMInputError(f"{path}: not a complete model checkpoint ({str(e).splitlines()[0]}). Fix: {fix}.")
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -55,18 +55,26 @@ def predict_files(
     precision: str = "auto",
 ) -> int:
     """Predict every text of `paths` (task-format files, `text_column`) into one Parquet file:
-    file, row (within its file), label (the predicted one) and prob_<label> per label. Returns the
-    number of texts."""
+    file, row (within its file), label (the predicted one) and prob_<label> per label. Every row of
+    a file is kept in its place: an empty or whitespace-only text gets a null label and null
+    probabilities (nothing to classify). Returns the number of texts."""
     device = pick_device()
     model = load_classifier(model_dir).to(device).eval()
     tokenizer = load_tokenizer(model_dir)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     dtype = amp_dtype(precision, device)
-    total, start = 0, time.perf_counter()
+    total, blanks, start = 0, 0, time.perf_counter()
     with atomic_path(out_path) as tmp:
         writer = None
         for path, first_row, texts in _chunks(paths, text_column, chunk_rows):
-            frame = probabilities(predict_texts(model, tokenizer, texts, device, dtype, batch_size), labels)
+            blank = np.array([not t.strip() for t in texts])
+            probs = np.full((len(texts), len(labels)), np.nan, np.float32)
+            if not blank.all():
+                kept = [t for t, b in zip(texts, blank) if not b]
+                probs[~blank] = predict_texts(model, tokenizer, kept, device, dtype, batch_size)
+            frame = probabilities(probs, labels)
+            frame.loc[blank, "label"] = None
+            blanks += int(blank.sum())
             frame.insert(0, "file", path)
             frame.insert(1, "row", np.arange(first_row, first_row + len(texts), dtype=np.int64))
             table = arrow_table(frame)
@@ -75,6 +83,8 @@ def predict_files(
             total += len(texts)
             log.info("%d texts, %.0f texts/s", total, total / (time.perf_counter() - start))
         writer.close()
+    if blanks:
+        log.warning("%d of %d texts are empty or whitespace only: their label is null", blanks, total)
     return total
 
 

@@ -7,6 +7,8 @@ queries or a round of hits, whatever the number of shards and queries.
   reads from every shard the hits of its queries (a cursor per file, each read once) and keeps
   the global top-k. Over `MAX_OPEN` shards, groups are merged first (two levels).
 (S is then fetched shard by shard: tlm.select.)
+* `retrieval_warnings`: what a user must hear of a merge (most queries without a hit, K over the
+  corpus's size).
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ class _Cursor:
         return out
 
 
-def merge_topk_files(paths: list, k: int, n_queries: int, out, round_rows: int = ROUND_ROWS, max_open: int = MAX_OPEN) -> None:
+def merge_topk_files(paths: list, k: int, n_queries: int, out, round_rows: int = ROUND_ROWS, max_open: int = MAX_OPEN) -> int:
     """The global top-k of queries 0..n_queries-1 from per-shard hits files sorted by query id
-    (exact: each shard kept its own top-k; ties go to the lower doc id), written to `out`."""
+    (exact: each shard kept its own top-k; ties go to the lower doc id), written to `out`. Returns
+    the number of queries with at least one hit."""
     paths = [Path(p) for p in paths]
     with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".merge-") as tmp:
         if len(paths) > max_open:  # merge groups first: no more than max_open files open at once
@@ -82,10 +85,36 @@ def merge_topk_files(paths: list, k: int, n_queries: int, out, round_rows: int =
             for group, path in zip(groups, paths):
                 merge_topk_files(group, k, n_queries, path, round_rows, max_open)
         cursors = [_Cursor(p) for p in paths]
+        answered = 0
         per_round = max(1, round_rows // (k * max(len(paths), 1)))
         with atomic_path(out) as target, pq.ParquetWriter(target, HITS_SCHEMA, compression="zstd") as writer:
             for lo in range(0, max(n_queries, 1), per_round):
                 parts = pa.Table.from_batches([b for c in cursors for b in c.below(lo + per_round)], schema=HITS_SCHEMA.remove(3))
                 q, d, s = (parts.column(i).to_numpy() for i in range(3))
                 rows, rank = top_rows(q, d, s, k)
+                answered += len(np.unique(q[rows]))
                 writer.write_table(pa.table([q[rows], d[rows], s[rows], rank], schema=HITS_SCHEMA), row_group_size=CURSOR_ROWS)
+    return answered
+
+
+def retrieval_warnings(task: str, answered: int, n_queries: int, k: int, num_docs: int, analyzer: str) -> list[str]:
+    """Silent ways for retrieval to go wrong, named with the key to change: most queries finding
+    nothing (TLM quietly becomes task_only), and a K larger than the corpus."""
+    warnings = []
+    if n_queries and answered < n_queries / 2:
+        hint = (
+            "The texts may be written without spaces (Chinese, Japanese, Thai): set `bm25.analyzer: auto`. "
+            if analyzer == "word"
+            else ""
+        )
+        warnings.append(
+            f"tasks.{task}: only {answered} of {n_queries} queries retrieved any document, so S holds little and "
+            f"the tlm run is close to task_only. {hint}Fix: check that the corpus shares the task's language and "
+            "vocabulary (and `bm25.stopwords`, `bm25.stemmer`, `query_mode`)."
+        )
+    if k > num_docs:
+        warnings.append(
+            f"tasks.{task}.top_k = {k} is more than the corpus's {num_docs} documents: every query gets at most "
+            f"{num_docs}. Fix: lower `tasks.{task}.top_k` or use a larger corpus."
+        )
+    return warnings

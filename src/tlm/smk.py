@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 
 import tlm.io
@@ -17,7 +18,7 @@ RERUN = "Nothing half-written was kept (outputs are written under temporary name
 def os_error_message(e: OSError, outputs) -> str:
     """What an OS error means for the user, with the file (or the job's outputs) and the fix."""
     where = e.filename or ", ".join(map(str, outputs)) or "an output"
-    code = e.errno if e.errno is not None else (errno.ENOSPC if "No space left" in str(e) else None)
+    code = e.errno if e.errno is not None else _errno_in_message(str(e))
     if code in (errno.ENOSPC, errno.EDQUOT):
         return (
             f"no space left on the device (or quota) while writing {where}. {RERUN}. "
@@ -33,7 +34,17 @@ def os_error_message(e: OSError, outputs) -> str:
             f"{where} vanished while the job ran (it was there when the job started). {RERUN}. "
             "Fix: leave the inputs in place while snakemake runs, then run it again."
         )
-    return f"{where}: {e.strerror or e} (OS error {code}). {RERUN}. Fix: check that disk and file, then run snakemake again."
+    code = f" (OS error {code})" if code is not None else ""
+    return f"{where}: {e.strerror or e}{code}. {RERUN}. Fix: check that disk and file, then run snakemake again."
+
+
+def _errno_in_message(message: str) -> int | None:
+    """The error of an OSError raised without errno: Arrow names it in its message, and numpy's
+    tofile() reports a short write ("800 requested and 0 written"), which is a full disk or quota."""
+    if "No space left" in message or re.search(r"\d+ requested and \d+ written", message):
+        return errno.ENOSPC
+    found = re.search(r"\[errno (\d+)\]", message, re.I)
+    return int(found.group(1)) if found else None
 
 
 def run(main, snakemake) -> None:

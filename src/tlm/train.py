@@ -48,7 +48,7 @@ from tlm.config import DEFAULT_BUDGET, pretrained_dir
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, peak_flops, step_flops, training_flops
-from tlm.model import TLMModel, load_classifier, make_config
+from tlm.model import TLMModel, checkpoint_error, load_classifier, make_config
 from tlm.wordpiece import learn_vocab, word_counts
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,12 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
 
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
     """A tokenizer from a local directory (never the hub); MLM needs its [PAD], [CLS], [SEP], [MASK]."""
+    if Path(path).is_dir() and not any(Path(path).glob("tokenizer*.json")) and not (Path(path) / "vocab.txt").exists():
+        raise TLMInputError(
+            f"{path}: no tokenizer files in it (tokenizer.json, tokenizer_config.json or vocab.txt; found "
+            f"{sorted(p.name for p in Path(path).iterdir())[:10]}). Fix: set `tokenizer.path` to a directory saved "
+            "with save_pretrained, or null to train one."
+        )
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
@@ -186,6 +192,14 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
         cfg = dataclasses.replace(cfg, rho1=min(max(rho1, 1), 999) if external is not None else 0)
     cycle = cfg.rho1 + 1 if external is not None else 1
     per_epoch = math.ceil(len(train) / cfg.batch_size)  # task batches per pass
+    if cfg.batch_size > len(train):
+        log.warning(
+            "batch_size %d is more than the %d training examples: each task batch holds them all (a smaller "
+            "batch than configured). Fix: lower the stage's batch_size to at most %d",
+            cfg.batch_size,
+            len(train),
+            len(train),
+        )
     if cfg.max_steps:
         steps = cfg.max_steps
     elif cfg.epochs:
@@ -194,6 +208,13 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
         per_cycle = expected_step_flops(config, train, cfg, max_len, on_task=True)
         if external is not None:
             per_cycle += cfg.rho1 * expected_step_flops(config, external, cfg, max_len, on_task=False)
+        if cfg.flops < per_cycle:
+            log.warning(
+                "flops = %.3g is less than one step's %.3g (a task batch and its rho1 external ones): training that one "
+                "step. Fix: raise the stage's flops (or give max_steps or epochs)",
+                cfg.flops,
+                per_cycle,
+            )
         steps = max(1, math.floor(cfg.flops / per_cycle)) * cycle
     else:
         raise TLMInputError("no training budget: set one of max_steps, epochs or flops for the stage.")
@@ -751,7 +772,10 @@ def _run_stage(
         model = TLMModel(make_config(m["preset"], len(tokenizer), labels, max_len, tokenizer.pad_token_id, m.get("dropout", 0.1)))
     else:
         tokenizer = load_tokenizer(init_dir)
-        model = TLMModel.from_pretrained(init_dir)
+        try:
+            model = TLMModel.from_pretrained(init_dir)
+        except OSError as e:
+            raise checkpoint_error(init_dir, e) from None
         model.reset_classifier()  # the reference code starts stage 2 with a fresh task head
     tokenizer.model_max_length = max_len  # what the saved model was trained on: pipeline(truncation=True) cuts there
     cfg = plan_stage(cfg, train, external_store, model.config, max_len)
