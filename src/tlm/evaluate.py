@@ -124,10 +124,9 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
-    """One row per (task, run): mean and standard deviation over seeds of quality, mean of costs;
-    the markdown adds flags on runs and what was found in the data: `hygiene` ({task: its
-    hygiene.json}) and the corpus's `manifest` (manifest.json), each optional."""
+def summary_table(metric_paths: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics files as one row per (task, run, seed), and the summary: one row per (task, run),
+    mean and standard deviation over seeds of quality, mean of costs, in the order of the files."""
     rows = []
     for path in map(Path, metric_paths):  # results/metrics/{task}/{run}/seed{seed}.json
         rows.append({"task": path.parent.parent.name, "run": path.parent.name, "seed": int(path.stem[4:]), **read_json(path)})
@@ -140,8 +139,14 @@ def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None
     table["seeds"] = groups.size()
     table["device"] = groups["device"].first()
     order = runs[["task", "run"]].drop_duplicates()  # the config's order, not alphabetical
-    table = order.merge(table.reset_index(), on=["task", "run"])
+    return runs, order.merge(table.reset_index(), on=["task", "run"])
 
+
+def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
+    """The summary table (`summary_table`) as CSV and markdown; the markdown adds flags on runs and
+    what was found in the data: `hygiene` ({task: its hygiene.json}) and the corpus's `manifest`
+    (manifest.json), each optional."""
+    runs, table = summary_table(metric_paths)
     shown = table[["task", "run", "seeds"]].copy()
     for key, name in SUMMARY_COLUMNS.items():
         if key in QUALITY:
