@@ -112,13 +112,21 @@ def tokens_max_length(wildcards):
     return max([run_settings(config, run, 0, wildcards.task)["model"]["max_seq_length"] for run in TLM_RUNS], default=8)
 
 
+def sorted_keys(value):
+    """`value` with the keys of every mapping sorted: Snakemake compares params by their repr, so
+    the order of the keys in a config file must not rerun anything."""
+    if isinstance(value, dict):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    return value
+
+
 def stage_settings(stage):
     """The settings one training stage of run {run}, seed {seed} depends on (its rule's params)."""
     keep = {
         "stage1": ("model", "stage1", "trainer", "seed", "external"),
         "stage2": ("model", "stage2", "trainer", "seed", "pretrained"),
     }[stage]
-    return lambda wc: {k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep}
+    return lambda wc: sorted_keys({k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep})
 
 
 def stage_dirs(task, run, seed):

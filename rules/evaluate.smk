@@ -68,7 +68,7 @@ rule summarize:
 
 rule plot_task:
     input:
-        summary="results/summary.csv",
+        metrics=lambda wc: expand(f"results/metrics/{wc.task}/{{run}}/seed{{seed}}.json", run=RUNS, seed=SEEDS),
         stages=lambda wc: [d for run in TLM_RUNS + PLM_RUNS for seed in SEEDS for d in stage_dirs(wc.task, run, seed)],
     output:
         quality=report(

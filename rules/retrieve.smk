@@ -14,26 +14,29 @@ rule make_queries:
         "../envs/retrieval.yaml"
     params:
         mode=lambda wc: task_cfg(wc)["query_mode"],
-        num_keywords=lambda wc: task_cfg(wc)["num_keywords"],
+        num_keywords=lambda wc: task_cfg(wc)["num_keywords"] if task_cfg(wc)["query_mode"] == "keywords" else None,
     script:
         "../workflow/scripts/make_queries.py"
 
 
+# One job per (task, shard): a task's hits depend on its queries and K only, so adding a task or
+# changing its K plans that task's jobs alone. No job group: Snakemake's --group-components puts a
+# job in two groups when a checkpoint (shard_corpus) is upstream (README, "Running on a cluster").
 rule retrieve:
     input:
         index="results/index/shard-{shard}",
-        queries=expand("results/retrieval/{task}/queries.parquet", task=TASKS),
+        queries="results/retrieval/{task}/queries.parquet",
     output:
-        expand("results/retrieval/{task}/hits-{{shard}}.parquet", task=TASKS),
+        "results/retrieval/{task}/hits-{shard}.parquet",
     log:
-        "logs/retrieve/{shard}.log",
+        "logs/retrieve/{task}/{shard}.log",
     benchmark:
-        "logs/benchmark/retrieve/{shard}.tsv"
+        "logs/benchmark/retrieve/{task}/{shard}.tsv"
     conda:
         "../envs/retrieval.yaml"
     threads: config["resources"]["index_threads"]
     params:
-        top_k=[config["tasks"][task]["top_k"] for task in TASKS],
+        top_k=lambda wc: task_cfg(wc)["top_k"],
         analyzer=analyzer_params(),
     script:
         "../workflow/scripts/retrieve.py"

@@ -16,7 +16,7 @@ rule train_tokenizer:
     conda:
         "../envs/train.yaml"
     params:
-        tokenizer=config["tokenizer"],
+        tokenizer=sorted_keys(config["tokenizer"]),
     script:
         "../workflow/scripts/train_tokenizer.py"
 

@@ -185,11 +185,10 @@ def test_tiny_workflow_through_the_slurm_profile_and_a_changed_script(slurm, tmp
         out = subprocess.run(
             [*cmd, "-n", "--configfile", str(run_dir / "config.yaml")], capture_output=True, text=True, env=slurm
         )
-        return {line.split()[-1].rstrip(":") for line in out.stdout.splitlines() if line.startswith(("rule ", "localrule "))} - {
-            "all"
-        }
+        lines = [line.strip() for line in out.stdout.splitlines()]  # a group job's rules are indented
+        return {line.split()[-1].rstrip(":") for line in lines if line.startswith(("rule ", "localrule "))} - {"all"}
 
     assert planned() == set(), "a second run has nothing to do"
     script = work / "workflow/scripts/summarize.py"
     script.write_text(script.read_text() + "# changed\n")
-    assert planned() == {"summarize", "plot_task"}, "a changed script reruns its rule and what reads its output only"
+    assert planned() == {"summarize"}, "a changed script reruns its rule only (nothing reads the summary)"

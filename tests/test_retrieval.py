@@ -1,6 +1,6 @@
-"""Retrieval streamed at scale: one job per shard for every task, a k-way merge in rounds, global
-statistics merged range by range; the same results as in memory, in memory that does not grow
-with the number of shards or queries."""
+"""Retrieval streamed at scale: a task's queries searched shard by shard in batches, a k-way merge
+in rounds, global statistics merged range by range; the same results as in memory, in memory that
+does not grow with the number of shards or queries."""
 
 import json
 import subprocess
@@ -43,18 +43,15 @@ def test_streamed_merge_equals_the_in_memory_merge(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in paths), "topk.parquet"]), "no temporaries"
 
 
-def test_one_job_per_shard_serves_every_task(tmp_path, demo_corpus_texts):
+def test_a_shard_searched_in_batches_equals_one_search(tmp_path, demo_corpus_texts):
     (index,) = build(tmp_path, demo_corpus_texts, 1)
     analyzer = Analyzer(stemmer="english")
-    tasks = []
-    for name, texts, k in (("a", demo_corpus_texts[:300], 5), ("b", demo_corpus_texts[300:350], 12)):
-        pd.DataFrame({"query_id": np.arange(len(texts), dtype=np.int64), "text": texts}).to_parquet(tmp_path / f"{name}.parquet")
-        tasks.append((tmp_path / f"{name}.parquet", k, tmp_path / f"hits-{name}.parquet"))
-    retrieve_shard(index, tasks, analyzer, batch_size=64)
-    for queries, k, out in tasks:
-        texts = pd.read_parquet(queries).text
-        expected = search_shard(index, [analyzer(t) for t in texts], k)
-        pd.testing.assert_frame_equal(pd.read_parquet(out), expected)
+    texts = demo_corpus_texts[:300]
+    pd.DataFrame({"query_id": np.arange(len(texts), dtype=np.int64), "text": texts}).to_parquet(tmp_path / "queries.parquet")
+    retrieve_shard(index, tmp_path / "queries.parquet", 12, tmp_path / "hits.parquet", analyzer, batch_size=64)
+    expected = search_shard(index, [analyzer(t) for t in texts], 12)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "hits.parquet"), expected)
+    assert pq.read_metadata(tmp_path / "hits.parquet").num_rows == len(expected) > 64 * 12, "several batches"
 
 
 def test_global_statistics_merged_by_ranges_equal_one_merge(tmp_path, demo_corpus_texts, monkeypatch):

@@ -142,10 +142,9 @@ def model_flag(metric_path, baseline_paths: list) -> str:
     return next(iter(run_flags(read_runs([metric_path, *baseline_paths])).values()), "")
 
 
-def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
-    """One row per (task, run): mean and standard deviation over seeds of quality, mean of costs;
-    the markdown adds flags on runs and what was found in the data: `hygiene` ({task: its
-    hygiene.json}) and the corpus's `manifest` (manifest.json), each optional."""
+def summary_table(metric_paths: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics files as one row per (task, run, seed) (`read_runs`), and the summary: one row per
+    (task, run), mean and standard deviation over seeds of quality, mean of costs, in the order of the files."""
     runs = read_runs(metric_paths)
     runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *SUMMARY_COLUMNS])))  # a baseline has no throughput
     groups = runs.groupby(["task", "run"], sort=False)
@@ -155,8 +154,14 @@ def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None
     table["seeds"] = groups.size()
     table["device"] = groups["device"].first()
     order = runs[["task", "run"]].drop_duplicates()  # the config's order, not alphabetical
-    table = order.merge(table.reset_index(), on=["task", "run"])
+    return runs, order.merge(table.reset_index(), on=["task", "run"])
 
+
+def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
+    """The summary table (`summary_table`) as CSV and markdown; the markdown adds flags on runs and
+    what was found in the data: `hygiene` ({task: its hygiene.json}) and the corpus's `manifest`
+    (manifest.json), each optional."""
+    runs, table = summary_table(metric_paths)
     shown = table[["task", "run", "seeds"]].copy()
     for key, name in SUMMARY_COLUMNS.items():
         if key in QUALITY:

@@ -1,8 +1,8 @@
 """Retrieval at corpus scale, streamed: no job holds more than one shard's index, a batch of
 queries or a round of hits, whatever the number of shards and queries.
 
-* `retrieve_shard`: one job per shard searches it for every task (the index is read once), the
-  queries in batches, each batch's hits appended to the task's hits file (sorted by query id).
+* `retrieve_shard`: one job per (task, shard) searches the shard's memory-mapped index for the
+  task's queries in batches, each batch's hits appended to the hits file (sorted by query id).
 * `merge_topk_files`: a k-way merge of the shards' sorted hits, in rounds of query ids: each round
   reads from every shard the hits of its queries (a cursor per file, each read once) and keeps
   the global top-k. Over `MAX_OPEN` shards, groups are merged first (two levels).
@@ -29,17 +29,14 @@ MAX_OPEN = 128  # hits files open at once in one merge (~0.75 MB each)
 CURSOR_ROWS = 16_384  # hits files are written in row groups of this size: a cursor holds one
 
 
-def retrieve_shard(index_dir, tasks: list[tuple], analyzer: Analyzer, threads: int = 1, batch_size: int = 4096) -> None:
-    """Search one shard for every task: `tasks` holds (queries.parquet, k, hits path) each."""
+def retrieve_shard(index_dir, queries, k: int, out, analyzer: Analyzer, threads: int = 1, batch_size: int = 4096) -> None:
+    """The top-k hits in one shard of each query of `queries` (query_id, text), written to `out`."""
     index = ShardIndex(index_dir)
-    for queries, k, out in tasks:
-        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, HITS_SCHEMA, compression="zstd") as writer:
-            for batch in pq.ParquetFile(queries).iter_batches(batch_size=batch_size, columns=["query_id", "text"]):
-                tokens = [analyzer(text) for text in batch.column(1).to_pylist()]
-                hits = index.search(tokens, k, batch.column(0).to_numpy(), threads=threads, batch_size=batch_size)
-                writer.write_table(
-                    pa.Table.from_pandas(hits, schema=HITS_SCHEMA, preserve_index=False), row_group_size=CURSOR_ROWS
-                )
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, HITS_SCHEMA, compression="zstd") as writer:
+        for batch in pq.ParquetFile(queries).iter_batches(batch_size=batch_size, columns=["query_id", "text"]):
+            tokens = [analyzer(text) for text in batch.column(1).to_pylist()]
+            hits = index.search(tokens, k, batch.column(0).to_numpy(), threads=threads, batch_size=batch_size)
+            writer.write_table(pa.Table.from_pandas(hits, schema=HITS_SCHEMA, preserve_index=False), row_group_size=CURSOR_ROWS)
 
 
 class _Cursor:

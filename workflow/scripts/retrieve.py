@@ -4,8 +4,8 @@ from tlm.smk import run
 
 
 def main(smk):
-    tasks = list(zip(smk.input.queries, smk.params.top_k, smk.output))
-    retrieve_shard(smk.input.index, tasks, Analyzer(**smk.params.analyzer), threads=smk.threads)
+    analyzer = Analyzer(**smk.params.analyzer)
+    retrieve_shard(smk.input.index, smk.input.queries, smk.params.top_k, smk.output[0], analyzer, threads=smk.threads)
 
 
 run(main, snakemake)  # noqa: F821
