@@ -17,7 +17,8 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 # logs carry no progress bars.
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
-from tlm.config import ConfigError, validate_config
+from tlm.config import ConfigError, resolve_top_k, validate_config
+from tlm.io import TLMInputError
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
 # demo's tasks and runs are not merged in; several files given are merged in their order).
@@ -42,7 +43,8 @@ try:
         source=", ".join(map(str, workflow.configfiles)) or "config",
         schema_path=Path(workflow.basedir) / "config" / "schema.yaml",
     )
-except ConfigError as e:
+    resolve_top_k(config)  # a task without top_k: K from its number of training rows
+except (ConfigError, TLMInputError) as e:
     raise WorkflowError(str(e))
 
 
