@@ -18,7 +18,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
 from tlm.cache import patch_snakemake_cache
-from tlm.config import ConfigError, read_config_file, validate_config
+from tlm.config import ConfigError, read_config_file, resolve_top_k, validate_config
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
 # demo's tasks and runs are not merged in; several files given are merged in their order).
@@ -47,7 +47,8 @@ try:
         source=", ".join(map(str, workflow.configfiles)) or "config",
         schema_path=Path(workflow.basedir) / "config" / "schema.yaml",
     )
-except ConfigError as e:
+    resolve_top_k(config)  # a task without top_k: K from its number of training rows
+except (ConfigError, TLMInputError) as e:
     raise WorkflowError(str(e))
 
 

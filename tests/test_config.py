@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT
@@ -156,3 +157,14 @@ def test_a_key_of_another_kind_of_run_is_refused():
         validate_config(cfg)
     assert "`runs.tf.external` applies to `kind: tlm` runs only" in str(err.value)
     assert "`runs.t.pretrained` applies to `kind: plm` runs only" in str(err.value)
+
+
+def test_a_task_without_top_k_gets_k_from_its_number_of_training_rows(tmp_path):
+    from tlm.config import auto_top_k, resolve_top_k
+
+    assert [auto_top_k(n) for n in (50, 100, 300, 1000, 3600, 10**6)] == [1000, 600, 200, 60, 20, 20]
+    pd.DataFrame({"text": [f"text {i}" for i in range(300)], "label": ["a", "b"] * 150}).to_csv(tmp_path / "t.csv", index=False)
+    cfg = {"corpus": {"paths": ["c.jsonl"]}, "tasks": {"small": {"train": str(tmp_path / "t.csv"), "dev": "d", "test": "t"}}}
+    cfg["tasks"]["given"] = {**cfg["tasks"]["small"], "top_k": 7}
+    resolve_top_k(validate_config(cfg))
+    assert cfg["tasks"]["small"]["top_k"] == 200 and cfg["tasks"]["given"]["top_k"] == 7

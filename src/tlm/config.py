@@ -218,6 +218,28 @@ PRESET_DEFAULTS = {
 DEFAULT_BUDGET = {"stage1": {"epochs": 15}, "stage2": {"epochs": 10}}
 
 
+# K when a task leaves top_k out: about this many (query, document) hits in all, so that a small
+# task gets many neighbours per example (the paper: K = 5,000 under 5k examples, 50 above 100k)
+# and a large one few, and stage 1 costs about the same at any |T| (README, "Training budgets").
+AUTO_TOP_K = {"hits": 60_000, "min": 20, "max": 1000}
+
+
+def auto_top_k(train_rows: int) -> int:
+    """The default K of a task with `train_rows` training examples."""
+    return int(min(AUTO_TOP_K["max"], max(AUTO_TOP_K["min"], round(AUTO_TOP_K["hits"] / max(train_rows, 1)))))
+
+
+def resolve_top_k(config: dict) -> dict:
+    """Every task's top_k as a number: a task that leaves it out (null) gets auto_top_k of its
+    training file's rows (counted when the workflow starts; a changed file changes K)."""
+    from tlm.data import read_column_chunks
+
+    for spec in config["tasks"].values():
+        if spec["top_k"] is None:
+            spec["top_k"] = auto_top_k(sum(map(len, read_column_chunks(spec["train"], spec["text_column"]))))
+    return config
+
+
 def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> dict:
     """Everything one TLM (or plm) run's training depends on: the global model/stage/trainer
     settings, then the task's overrides (the paper tunes rho1, rho2 and steps per task), then the
