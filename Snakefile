@@ -19,6 +19,7 @@ os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
 from tlm.cache import patch_snakemake_cache
 from tlm.config import ConfigError, read_config_file, resolve_top_k, validate_config
+from tlm.io import TLMInputError
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
 # demo's tasks and runs are not merged in; several files given are merged in their order).
