@@ -93,10 +93,10 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
             f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task with its own classification head"
         )
     elif info.get("pretrained"):
-        head = "its own" if stages["stage1"].get("mlm_head") == "checkpoint" else "a new (it had none)"
+        head = "its own MLM head" if stages["stage1"].get("mlm_head") == "checkpoint" else "a new MLM head (it had none)"
         made = (
             f"the pretrained checkpoint `{info['pretrained']}` ({arch}), its training continued with TLM's stage 1 "
-            f"(Yao et al., ICML 2022: masked LM on the data below, with {head} MLM head, plus the task loss), "
+            f"(Yao et al., ICML 2022: masked LM on the data below, with {head}, plus the task loss), "
             "then fine-tuned on the task with a fresh classification head"
         )
     else:
