@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from tlm import __version__ as TLM_VERSION
-from tlm.config import pretrained_dir, run_settings
+from tlm.config import pretrained_dir, run_settings, starts_from
 from tlm.io import TLMInputError
 
 TASKS = list(config["tasks"])
@@ -15,6 +15,9 @@ SEEDS = config["seeds"]
 TLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tlm"]
 TFIDF_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tfidf"]
 PLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "plm"]
+# runs that start from a pretrained checkpoint (plm runs, tlm runs with `pretrained`): they read
+# their texts in the checkpoint's vocabulary, tokenized per run
+CHECKPOINT_RUNS = [run for run, spec in config["runs"].items() if starts_from(spec)]
 
 
 wildcard_constraints:
@@ -84,32 +87,49 @@ def token_source(wildcards):
 
 
 def max_rank(wildcards):
-    """K of a run that uses a smaller K than its task retrieved (0: every document of S)."""
-    if wildcards.get("run") is not None:
-        spec = config["runs"][wildcards.run]
-        return spec.get("top_k", 0) if spec["external"] == "bm25" else 0
-    return int(wildcards.source.split("-k")[1]) if "-k" in wildcards.source else 0
+    """K of a run that uses a smaller K than its task retrieved (0: every document of S): of a
+    tokenized source by its name (external-kN), else of run {run}."""
+    if wildcards.get("source") is not None:
+        return int(wildcards.source.split("-k")[1]) if "-k" in wildcards.source else 0
+    spec = config["runs"][wildcards.run]
+    return spec.get("top_k", 0) if spec["external"] == "bm25" else 0
 
 
 def external_tokens(wildcards):
+    """A run's tokenized external data: in the task's vocabulary, or a checkpoint run's own."""
     kind, k = config["runs"][wildcards.run]["external"], config["runs"][wildcards.run].get("top_k")
     if k and k > config["tasks"][wildcards.task]["top_k"]:
         raise WorkflowError(
             f"runs.{wildcards.run}.top_k = {k} exceeds tasks.{wildcards.task}.top_k = "
             f"{config['tasks'][wildcards.task]['top_k']}. Fix: retrieve at least as many (raise the task's top_k)."
         )
-    if kind == "bm25" and k:
-        return [f"results/models/{wildcards.task}/tokens/external-k{k}"]
-    return {
-        "bm25": [f"results/models/{wildcards.task}/tokens/external"],
-        "random": [f"results/models/{wildcards.task}/tokens/random"],
-        "none": [],
-    }[kind]
+    source = {"bm25": f"external-k{k}" if k else "external", "random": "random", "none": None}[kind]
+    return [f"{tokens_dir(wildcards)}/{source}"] if source else []
+
+
+def tokens_dir(wildcards):
+    """Where run {run}'s tokenized texts are: the task's vocabulary, shared by its from-scratch
+    runs, or a checkpoint run's own (tokenize_plm)."""
+    if wildcards.run in CHECKPOINT_RUNS:
+        return f"results/models/{wildcards.task}/{wildcards.run}/tokens"
+    return f"results/models/{wildcards.task}/tokens"
+
+
+def run_tokens(wildcards):
+    return [f"{tokens_dir(wildcards)}/{split}" for split in ("train", "dev")]
+
+
+def run_tokenizer(wildcards):
+    """The tokenizer of run {run}: the task's WordPiece, or its checkpoint's."""
+    if wildcards.run in CHECKPOINT_RUNS:
+        return plm_checkpoint(wildcards)
+    return f"results/models/{wildcards.task}/tokenizer"
 
 
 def tokens_max_length(wildcards):
     """A task's cached tokens are cut at the longest max_seq_length of its runs; each run cuts further."""
-    return max([run_settings(config, run, 0, wildcards.task)["model"]["max_seq_length"] for run in TLM_RUNS], default=8)
+    runs = [run for run in TLM_RUNS if run not in CHECKPOINT_RUNS]
+    return max([run_settings(config, run, 0, wildcards.task)["model"]["max_seq_length"] for run in runs], default=8)
 
 
 def sorted_keys(value):
@@ -123,7 +143,7 @@ def sorted_keys(value):
 def stage_settings(stage):
     """The settings one training stage of run {run}, seed {seed} depends on (its rule's params)."""
     keep = {
-        "stage1": ("model", "stage1", "trainer", "seed", "external"),
+        "stage1": ("model", "stage1", "trainer", "seed", "external", "pretrained"),
         "stage2": ("model", "stage2", "trainer", "seed", "pretrained"),
     }[stage]
     return lambda wc: sorted_keys({k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep})
@@ -147,7 +167,7 @@ def one_of(names):
 
 
 def plm_checkpoint(wildcards):
-    """The local pretrained checkpoint directory of plm run {run}."""
+    """The local pretrained checkpoint directory run {run} starts from."""
     try:
         return str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"]))
     except TLMInputError as e:
@@ -157,7 +177,7 @@ def plm_checkpoint(wildcards):
 def uses_corpus():
     """Whether any run needs the corpus (external data, or a tokenizer trained on S)."""
     external = any(spec["external"] != "none" for spec in config["runs"].values())
-    return external or (bool(TLM_RUNS) and config["tokenizer"]["path"] is None)
+    return external or (bool(set(TLM_RUNS) - set(CHECKPOINT_RUNS)) and config["tokenizer"]["path"] is None)
 
 
 def model_keys():
@@ -183,12 +203,10 @@ def model_info(wildcards):
             "top_k": spec.get("top_k"),
         },
         "corpus": {"paths": config["corpus"]["paths"]},
-        "pretrained": spec.get("pretrained"),
+        "pretrained": starts_from(spec),
     }
 
 
 def test_tokens(wildcards):
-    """A run's tokenized test split: the task's vocabulary, or a plm run's own."""
-    if config["runs"][wildcards.run]["kind"] == "plm":
-        return f"results/models/{wildcards.task}/{wildcards.run}/tokens/test"
-    return f"results/models/{wildcards.task}/tokens/test"
+    """A run's tokenized test split: the task's vocabulary, or a checkpoint run's own."""
+    return f"{tokens_dir(wildcards)}/test"

@@ -44,8 +44,8 @@ rule tokenize:
 
 rule train_stage1:
     input:
-        tokenizer="results/models/{task}/tokenizer",
-        tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
+        tokenizer=run_tokenizer,
+        tokens=run_tokens,
         external=external_tokens,
         labels="results/tasks/{task}/labels.json",
     output:
@@ -73,8 +73,8 @@ rule train_stage1:
 rule train_stage2:
     input:
         stage1="results/models/{task}/{run}/seed{seed}/stage1",
-        tokenizer="results/models/{task}/tokenizer",
-        tokens=expand("results/models/{{task}}/tokens/{split}", split=("train", "dev")),
+        tokenizer=run_tokenizer,
+        tokens=run_tokens,
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),
@@ -98,29 +98,30 @@ rule train_stage2:
         "../workflow/scripts/train_stage.py"
 
 
-# The plm baseline: a pretrained encoder with its own vocabulary, fine-tuned with the stage2 settings.
+# Runs from a pretrained checkpoint (plm, and tlm runs with `pretrained`) read the task splits and
+# their external data in the checkpoint's vocabulary, tokenized once per run. The plm baseline is
+# that encoder fine-tuned with the stage2 settings.
 
 
 rule tokenize_plm:
     input:
         tokenizer=plm_checkpoint,
-        texts=task_split("{split}"),
+        texts=token_source,
         labels="results/tasks/{task}/labels.json",
     output:
-        directory("results/models/{task}/{run}/tokens/{split}"),
+        directory("results/models/{task}/{run}/tokens/{source}"),
     log:
-        "logs/tokenize_plm/{task}/{run}/{split}.log",
+        "logs/tokenize_plm/{task}/{run}/{source}.log",
     benchmark:
-        "logs/benchmark/tokenize_plm/{task}/{run}/{split}.tsv"
+        "logs/benchmark/tokenize_plm/{task}/{run}/{source}.tsv"
     wildcard_constraints:
-        run=one_of(PLM_RUNS),
-        split="train|dev|test",
+        run=one_of(CHECKPOINT_RUNS),
     conda:
         "../envs/train.yaml"
     params:
         max_seq_length=lambda wc: run_settings(config, wc.run, 0, wc.task)["model"]["max_seq_length"],
-        with_labels=True,
-        max_rank=0,
+        with_labels=lambda wc: wc.source in ("train", "dev", "test"),
+        max_rank=max_rank,
     script:
         "../workflow/scripts/tokenize.py"
 
@@ -128,7 +129,7 @@ rule tokenize_plm:
 rule finetune_plm:
     input:
         tokenizer=plm_checkpoint,
-        tokens=expand("results/models/{{task}}/{{run}}/tokens/{split}", split=("train", "dev")),
+        tokens=run_tokens,
         labels="results/tasks/{task}/labels.json",
     output:
         directory("results/models/{task}/{run}/seed{seed}/stage2"),

@@ -94,7 +94,7 @@ def tiny_pretrained_encoder(path):
     path.mkdir()
     chars = "abcdefghijklmnopqrstuvwxyz0123456789"
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]))
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"))
     tokenizer.save_pretrained(path)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
@@ -125,6 +125,9 @@ def smk(tmp, *args, check=True, env=None):
 @pytest.fixture(scope="session")
 def done(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wf")
-    tiny_config(tmp)
+    config = tiny_config(tmp)
+    # TLM from a pretrained checkpoint (only here: the other workflows of the tests need not train it)
+    config["runs"]["plm_tlm"] = {"external": "bm25", "pretrained": str(tmp / "encoder"), "pretraining": "none (random)"}
+    write_config(tmp, config)
     smk(tmp)
     return tmp

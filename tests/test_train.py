@@ -369,3 +369,55 @@ def test_a_flops_budget_below_one_step_trains_one_and_says_so(caplog):
     assert "flops = 1 is less than one step's" in caplog.text and "Fix: raise the stage's flops" in caplog.text
     plan_stage(StageConfig(max_steps=3, batch_size=64, learning_rate=1e-3, rho1=0), store, None, config, 32)
     assert "batch_size 64 is more than the 40 training examples" in caplog.text
+
+
+@pytest.mark.parametrize("with_mlm_head", [False, True])
+def test_stage1_from_a_checkpoint_keeps_its_encoder_and_mlm_head_and_saves_both_heads(tmp_path, with_mlm_head):
+    """A bare encoder (as sentence-transformers ships one) gets a new MLM head; a checkpoint with one
+    keeps it. Either way the two heads share one encoder (the decoder tied to its embeddings), and
+    the saved stage-1 directory loads with plain transformers as both heads' classes."""
+    from conftest import tiny_pretrained_encoder
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, BertForMaskedLM
+
+    from tlm.model import PretrainedTLM
+
+    ckpt = tiny_pretrained_encoder(tmp_path / "encoder")
+    if with_mlm_head:
+        torch.manual_seed(1)
+        BertForMaskedLM.from_pretrained(ckpt).save_pretrained(ckpt)  # the encoder with a (random) head of its own
+    original = AutoModelForMaskedLM.from_pretrained(ckpt).state_dict()
+    model = PretrainedTLM(ckpt, ["x", "y", "z"])
+    assert model.new_mlm_head is not with_mlm_head
+    state = model.mlm.state_dict()
+    assert torch.equal(state["bert.encoder.layer.0.output.dense.weight"], original["bert.encoder.layer.0.output.dense.weight"])
+    same_head = torch.equal(state["cls.predictions.transform.dense.weight"], original["cls.predictions.transform.dense.weight"])
+    assert same_head is with_mlm_head
+    assert model.mlm.cls.predictions.decoder.weight is model.classifier.bert.embeddings.word_embeddings.weight
+
+    ids = torch.tensor([[2, 5, 9, 10, 7, 3], [2, 8, 6, 3, 0, 0]])
+    attention = (ids != 0).long()
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 1] = 9, 8
+    model.eval()
+    with torch.no_grad():
+        out = model(ids, attention, labels)
+    assert out.logits.shape == (2, 3) and out.mlm_logits.shape == (2, model.config.vocab_size)
+    model.save_pretrained(tmp_path / "stage1")
+    mlm = AutoModelForMaskedLM.from_pretrained(tmp_path / "stage1").eval()
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "stage1").eval()
+    assert classifier.config.id2label == {0: "x", 1: "y", 2: "z"}
+    with torch.no_grad():
+        torch.testing.assert_close(classifier(input_ids=ids, attention_mask=attention).logits, out.logits)
+        torch.testing.assert_close(mlm(input_ids=ids, attention_mask=attention).logits[labels != -100], out.mlm_logits)
+    assert PretrainedTLM(tmp_path / "stage1", ["x", "y", "z"]).new_mlm_head is False
+
+
+def test_a_checkpoint_whose_mlm_head_is_unknown_is_named_with_the_fix(tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from tlm.io import TLMInputError
+    from tlm.model import PretrainedTLM
+
+    DistilBertModel(DistilBertConfig(vocab_size=20, dim=16, n_layers=1, n_heads=2, hidden_dim=32)).save_pretrained(tmp_path)
+    with pytest.raises(TLMInputError, match=r"a 'distilbert' checkpoint, whose MLM head .* Fix: use a checkpoint of \['bert'"):
+        PretrainedTLM(tmp_path, ["x", "y"])

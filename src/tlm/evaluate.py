@@ -181,10 +181,11 @@ def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None
     data = data_notes(hygiene or {}, manifest)
     if data:
         text += "\n## Data\n\n" + "".join(f"- {note}\n" for note in data)
-    if "pretraining" in runs:  # plm runs: their train FLOPs are the fine-tuning only
+    if "pretraining" in runs:  # runs from a checkpoint: their train FLOPs leave out its pretraining
         notes = runs.dropna(subset=["pretraining"]).drop_duplicates("run")
         text += "".join(
-            f"\n{r.run}: train FLOPs count the fine-tuning only; its pretraining, as documented: {r.pretraining}\n"
+            f"\n{r.run}: train FLOPs count the {'fine-tuning' if r.stage1_steps == 0 else 'training from the checkpoint'} "
+            f"only; its pretraining, as documented: {r.pretraining}\n"
             for r in notes.itertuples()
         )
     with atomic_path(csv_path) as tmp:

@@ -52,7 +52,8 @@ def package_model(stage_dirs: list, metrics: dict, info: dict, out_dir) -> None:
     """The final checkpoint of `stage_dirs` with its model card and metrics, atomically in `out_dir`.
 
     `info`: task (name, sizes, labels, query mode, K), run (name, kind, external, settings), corpus
-    (paths, documents) and the pretrained checkpoint of a plm run; see `model_card`.
+    (paths, documents) and the pretrained checkpoint the run started from (a plm run, or a tlm run
+    with `pretrained`); see `model_card`.
     """
     final = Path(stage_dirs[-1])
     stages = {Path(d).name: read_json(Path(d) / "train_result.json") for d in stage_dirs}
@@ -98,6 +99,13 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
     if run["kind"] == "plm":
         made = (
             f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task with its own classification head"
+        )
+    elif info.get("pretrained"):
+        head = "its own MLM head" if stages["stage1"].get("mlm_head") == "checkpoint" else "a new MLM head (it had none)"
+        made = (
+            f"the pretrained checkpoint `{info['pretrained']}` ({arch}), its training continued with TLM's stage 1 "
+            f"(Yao et al., ICML 2022: masked LM on the data below, with {head}, plus the task loss), "
+            "then fine-tuned on the task with a fresh classification head"
         )
     else:
         made = (
@@ -185,7 +193,7 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         "- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
         "on other data can be much lower than on the test split.",
         f"- Inputs are cut at {max_len} tokens: pass `truncation=True` (without it, longer texts fail)."
-        if run["kind"] == "tlm"
+        if run["kind"] == "tlm" and not info.get("pretrained")
         else "- Pass `truncation=True`: inputs are then cut where the model was fine-tuned.",
         "- A small model trained on a small amount of data: it inherits the biases of the task's labels and of the "
         "texts it was trained on, and it is not calibrated; compare it with the `tfidf` baseline in the workflow's summary.",

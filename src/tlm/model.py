@@ -13,7 +13,10 @@ the reference code). The MLM head runs only on masked positions: the vocabulary 
 the largest matmul of a small model, and unmasked positions have no loss.
 
 The `plm` baseline is a local pretrained checkpoint with its own architecture's standard
-classification head (AutoModelForSequenceClassification), fine-tuned like stage 2.
+classification head (AutoModelForSequenceClassification), fine-tuned like stage 2. A tlm run with
+`pretrained` starts stage 1 from such a checkpoint instead (PretrainedTLM): the architecture's own
+classification and MLM heads on one shared encoder, saved so that the stage-1 directory loads as
+both AutoModelForSequenceClassification and AutoModelForMaskedLM.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModelForSequenceClassification, ElectraConfig, ElectraForSequenceClassification
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, ElectraConfig, ElectraForSequenceClassification
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.electra.modeling_electra import (
     ElectraClassificationHead,
@@ -108,6 +112,81 @@ class TLMModel(ElectraPreTrainedModel):
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("generator_")}
         model.load_state_dict(state)
         return model
+
+
+# The MLM head of each supported architecture's ForMaskedLM class: its modules, applied in this
+# order to the encoder's last hidden states.
+MLM_HEADS = {
+    "bert": ("cls",),
+    "roberta": ("lm_head",),
+    "xlm-roberta": ("lm_head",),
+    "electra": ("generator_predictions", "generator_lm_head"),
+}
+
+
+class PretrainedTLM(nn.Module):
+    """Stage 1 from a pretrained checkpoint: the checkpoint's AutoModelForSequenceClassification
+    (a new task head) and its AutoModelForMaskedLM on ONE encoder, with the forward of TLMModel.
+
+    The MLM head is the checkpoint's if it has one; a checkpoint saved without it (a bare encoder,
+    as sentence-transformers ships all-MiniLM-L6-v2) gets the architecture's head newly initialised
+    (for BERT: dense-GELU-LayerNorm, the vocabulary projection tied to the pretrained embeddings);
+    `new_mlm_head` says which.
+    """
+
+    def __init__(self, path, labels: list[str]):
+        super().__init__()
+        self.classifier = load_classifier(path, **label_maps(labels))
+        model_type = self.classifier.config.model_type
+        if model_type not in MLM_HEADS:
+            raise TLMInputError(
+                f"{path}: a {model_type!r} checkpoint, whose MLM head TLM's stage 1 does not know. "
+                f"Fix: use a checkpoint of {sorted(MLM_HEADS)}, or a kind: plm run (fine-tuning only)."
+            )
+        self.mlm, info = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+        prefix = self.mlm.base_model_prefix
+        shared = getattr(self.classifier, prefix)
+        for name, module in getattr(self.mlm, prefix).named_children():
+            setattr(shared, name, module)  # one encoder; the MLM decoder stays tied to these embeddings
+        self.heads = MLM_HEADS[model_type]
+        self.new_mlm_head = any(key.split(".")[0] in self.heads for key in info["missing_keys"])
+        self.config = self.classifier.config
+
+    def forward(self, input_ids, attention_mask, mlm_labels=None) -> TLMOutput:
+        out = self.classifier(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        mlm_logits = None
+        if mlm_labels is not None:  # the head on the masked positions only, as TLMModel
+            mlm_logits = out.hidden_states[-1][mlm_labels != -100]
+            for name in self.heads:
+                mlm_logits = getattr(self.mlm, name)(mlm_logits)
+        return TLMOutput(logits=out.logits, mlm_logits=mlm_logits)
+
+    def save_pretrained(self, out_dir) -> None:
+        """One safetensors file with both models' weights (the shared encoder once, tied weights
+        left to transformers to re-tie) and the classifier's config naming both classes."""
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        state = {**self.mlm.state_dict(), **self.classifier.state_dict()}
+        for key, target in (self.mlm._tied_weights_keys or {}).items():
+            if key in state and target in state and state[key].data_ptr() == state[target].data_ptr():
+                del state[key]
+        tensors = {k: v.detach().contiguous() for k, v in state.items()}
+        save_file(tensors, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
+        self.config.architectures = [type(self.mlm).__name__, type(self.classifier).__name__]
+        self.config.save_pretrained(out_dir)
+
+
+def label_maps(labels: list[str]) -> dict:
+    """A classifier's label arguments for from_pretrained: the task's label names, in id order."""
+    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+
+
+def reset_head(model) -> None:
+    """A fresh task head on a transformers classifier (its layers outside the encoder), as
+    TLMModel.reset_classifier: stage 2 starts with one, as the reference code does."""
+    for name, child in model.named_children():
+        for module in child.modules() if name != model.base_model_prefix else ():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
 
 def load_classifier(path, **kwargs):

@@ -48,7 +48,7 @@ from tlm.config import DEFAULT_BUDGET, pretrained_dir
 from tlm.data import Batches, TokenStore, mask_tokens
 from tlm.io import TLMInputError, atomic_path, read_json, write_json
 from tlm.metrics import classification_metrics, peak_flops, step_flops, training_flops
-from tlm.model import TLMModel, checkpoint_error, load_classifier, make_config
+from tlm.model import PretrainedTLM, TLMModel, checkpoint_error, label_maps, load_classifier, make_config, reset_head
 from tlm.wordpiece import learn_vocab, word_counts
 
 log = logging.getLogger(__name__)
@@ -678,7 +678,8 @@ def run_stage(
     gpus_requested: int = 0,
     backend: str | None = None,
 ) -> None:
-    """Train stage 1 (from scratch) or stage 2 (from `init_dir`) of one run and save its checkpoint.
+    """Train stage 1 (from scratch, or from settings["pretrained"]) or stage 2 (from `init_dir`; a
+    plm run: from settings["pretrained"]) of one run and save its checkpoint.
 
     `settings` is tlm.config.run_settings() (model, stage1/stage2, trainer, seed); `tokens_dir`
     holds the tokenized task splits, `external_dir` (or None) the tokenized external data; `labels`
@@ -755,12 +756,16 @@ def _run_stage(
     tokens_dir = Path(tokens_dir)
     train = TokenStore.load(tokens_dir / "train")
     external_store = TokenStore.load(external_dir) if stage == "stage1" and external_dir else None
-    if settings.get("pretrained"):  # the plm baseline: a pretrained encoder with its own classification head
+    extra = {}
+    if settings.get("pretrained") and init_dir is None:  # stage 1 of a tlm run, or a plm run, from the checkpoint
         ckpt = pretrained_dir(settings["pretrained"])
-        model = load_classifier(
-            ckpt, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
-        )
         tokenizer = load_tokenizer(ckpt)
+        if stage == "stage1":
+            model = PretrainedTLM(ckpt, labels)
+            extra["mlm_head"] = "new" if model.new_mlm_head else "checkpoint"
+            log.info("stage 1 from %s, with %s MLM head", ckpt, "a new" if model.new_mlm_head else "the checkpoint's")
+        else:  # the plm baseline: the checkpoint with its architecture's classification head
+            model = load_classifier(ckpt, **label_maps(labels))
         if not all(hasattr(model.config, a) for a in ("num_hidden_layers", "hidden_size", "intermediate_size")):
             raise TLMInputError(
                 f"{settings['pretrained']}: not a BERT-style encoder config, so its FLOPs cannot be counted. "
@@ -770,6 +775,10 @@ def _run_stage(
         tokenizer = load_tokenizer(tokenizer_dir)
         m = settings["model"]
         model = TLMModel(make_config(m["preset"], len(tokenizer), labels, max_len, tokenizer.pad_token_id, m.get("dropout", 0.1)))
+    elif settings.get("pretrained"):  # stage 2 after a stage 1 from a checkpoint: its classifier, a fresh head
+        tokenizer = load_tokenizer(init_dir)
+        model = load_classifier(init_dir, **label_maps(labels))
+        reset_head(model)
     else:
         tokenizer = load_tokenizer(init_dir)
         try:
@@ -819,6 +828,7 @@ def _run_stage(
                 "device": device,
                 "low_precision": amp_dtype(cfg.precision, pick_device(d.rank)) is not None,
                 "train_examples": len(train),
+                **extra,
             },
         )
         checkpoints.clear()
