@@ -276,8 +276,8 @@ def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
         else:
             cause = (
                 f"likely too little labelled data for what the model learned: the task loss fell ({start:.2f} to {end:.2f}) "
-                "but dev macro-F1 stopped improving; more external data helps a small task (raise `top_k` and "
-                "`stage1.min_steps`), or label more examples"
+                "but dev macro-F1 stopped improving; label more examples, or change how much external data it "
+                "learns from: a larger `top_k` where tlm beats task_only, a smaller one (or `stage1.rho1`) where not"
             )
         flags[(task, run)] = "; ".join(what) + f". {cause}."
     return flags
