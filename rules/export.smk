@@ -6,7 +6,7 @@ rule package_model:
     input:
         stages=trained_stages,
         metrics="results/metrics/{task}/{run}/seed{seed}.json",
-        baselines=expand("results/metrics/{{task}}/{run}/seed{seed}.json", run=TFIDF_RUNS, seed=SEEDS),
+        baselines=expand("results/metrics/{{task}}/{run}/seed{{seed}}.json", run=TFIDF_RUNS),
         train=task_split("train"),
         dev=task_split("dev"),
         test=task_split("test"),
