@@ -32,9 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from common import cpu_name, demo_sentences
 
-from tlm.bm25 import Analyzer, ShardIndex, build_shard_index, count_terms, merge_stats, top_k
 from tlm.corpus import SHARD_SCHEMA
 from tlm.keywords import make_query
+from tlm.retrieval.analyzer import Analyzer
+from tlm.retrieval.index import build_shard_index, count_terms, merge_stats
+from tlm.retrieval.search import ShardIndex, top_k
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

@@ -128,7 +128,9 @@ def stage_table(work: Path, n_docs: int, n_queries: int) -> list[dict]:
 
 def check_sample(work: Path, fraction: float, k: int, seed: int) -> tuple[int, float]:
     """Share of a sample of queries whose top-K equals exhaustive scoring over every shard."""
-    from tlm.bm25 import Analyzer, ShardIndex, merge_topk
+    from tlm.retrieval.analyzer import Analyzer
+    from tlm.retrieval.merge import merge_topk
+    from tlm.retrieval.search import ShardIndex
 
     queries = pd.read_parquet(work / "results/retrieval/scale/queries.parquet")
     sample = queries.sample(frac=fraction, random_state=seed).sort_values("query_id")

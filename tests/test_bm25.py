@@ -12,24 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlm.bm25 import (
-    BLOCK,
-    Analyzer,
-    ShardIndex,
-    build_shard_index,
-    count_terms,
-    merge_stats,
-    merge_topk,
-    quantize_impacts,
-    search_shard,
-    top_k,
-)
 from tlm.corpus import SHARD_SCHEMA
 from tlm.io import TLMInputError
+from tlm.retrieval.analyzer import Analyzer
+from tlm.retrieval.index import build_shard_index, count_terms, merge_stats, quantize_impacts
+from tlm.retrieval.kernel import BLOCK
+from tlm.retrieval.merge import merge_topk
+from tlm.retrieval.search import ShardIndex, search_shard, top_k
 
 
 def reference_bm25(docs: list[list[str]], query: list[str], k1=1.5, b=0.75) -> np.ndarray:
-    """Textbook BM25 (Lucene idf, no (k1+1) factor), written independently of tlm.bm25."""
+    """Textbook BM25 (Lucene idf, no (k1+1) factor), written independently of tlm.retrieval."""
     n = len(docs)
     avgdl = sum(len(d) for d in docs) / n
     out = np.zeros(n)

@@ -14,8 +14,10 @@ import pytest
 from conftest import python
 from test_bm25 import build
 
-from tlm.bm25 import Analyzer, merge_stats, merge_topk, search_shard
-from tlm.retrieval import CURSOR_ROWS, HITS_SCHEMA, merge_topk_files, retrieval_warnings, retrieve_shard
+from tlm.retrieval.analyzer import Analyzer
+from tlm.retrieval.index import merge_stats
+from tlm.retrieval.merge import CURSOR_ROWS, HITS_SCHEMA, merge_topk, merge_topk_files, retrieval_warnings
+from tlm.retrieval.search import retrieve_shard, search_shard
 
 
 def random_hits(rng, n_queries, k, shard):
@@ -55,7 +57,7 @@ def test_a_shard_searched_in_batches_equals_one_search(tmp_path, demo_corpus_tex
 
 
 def test_global_statistics_merged_by_ranges_equal_one_merge(tmp_path, demo_corpus_texts, monkeypatch):
-    monkeypatch.setattr("tlm.bm25.TERMS_ROW_GROUP", 1000)  # the ranges' bounds come from the row groups
+    monkeypatch.setattr("tlm.retrieval.index.TERMS_ROW_GROUP", 1000)  # the ranges' bounds come from the row groups
     build(tmp_path, demo_corpus_texts, 3)
     counts = [tmp_path / "idx" / f"counts-{s}" for s in range(3)]
     one = merge_stats(counts, tmp_path / "one")
@@ -72,7 +74,7 @@ def test_global_statistics_merged_by_ranges_equal_one_merge(tmp_path, demo_corpu
 
 MERGE_PEAK = """
 import json, sys
-from tlm.retrieval import merge_topk_files
+from tlm.retrieval.merge import merge_topk_files
 paths = sys.argv[3:]
 merge_topk_files(paths, int(sys.argv[1]), int(sys.argv[2]), paths[0] + f".topk-{len(paths)}")
 print(json.dumps(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024))

@@ -1,4 +1,4 @@
-from tlm.bm25 import build_shard_index
+from tlm.retrieval.index import build_shard_index
 from tlm.smk import run
 
 

@@ -1,6 +1,6 @@
 import logging
 
-from tlm.bm25 import merge_stats
+from tlm.retrieval.index import merge_stats
 from tlm.smk import run
 
 

@@ -1,4 +1,5 @@
-from tlm.bm25 import Analyzer, count_terms
+from tlm.retrieval.analyzer import Analyzer
+from tlm.retrieval.index import count_terms
 from tlm.smk import run
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tlm.io import read_json
-from tlm.retrieval import merge_topk_files, retrieval_warnings
+from tlm.retrieval.merge import merge_topk_files, retrieval_warnings
 from tlm.smk import run
 
 

@@ -1,5 +1,5 @@
-from tlm.bm25 import Analyzer
-from tlm.retrieval import retrieve_shard
+from tlm.retrieval.analyzer import Analyzer
+from tlm.retrieval.search import retrieve_shard
 from tlm.smk import run
 
 

@@ -1,12 +1,11 @@
-"""Retrieval at corpus scale, streamed: no job holds more than one shard's index, a batch of
-queries or a round of hits, whatever the number of shards and queries.
+"""The global top-k of the shards' top-k lists, streamed: no job holds more than a round of hits,
+whatever the number of shards and queries.
 
-* `retrieve_shard`: one job per (task, shard) searches the shard's memory-mapped index for the
-  task's queries in batches, each batch's hits appended to the hits file (sorted by query id).
-* `merge_topk_files`: a k-way merge of the shards' sorted hits, in rounds of query ids: each round
-  reads from every shard the hits of its queries (a cursor per file, each read once) and keeps
-  the global top-k. Over `MAX_OPEN` shards, groups are merged first (two levels).
-(S is then fetched shard by shard: tlm.select.)
+* `merge_topk`: in memory, of a few shards' hits (tests, benchmarks).
+* `merge_topk_files`: a k-way merge of the shards' hits files (sorted by query id), in rounds of
+  query ids: each round reads from every shard the hits of its queries (a cursor per file, each
+  read once) and keeps the global top-k. Over `MAX_OPEN` shards, groups are merged first (two
+  levels). (S is then fetched shard by shard: tlm.select.)
 * `retrieval_warnings`: what a user must hear of a merge (most queries without a hit, K over the
   corpus's size).
 """
@@ -17,26 +16,37 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tlm.bm25 import Analyzer, ShardIndex, top_rows
 from tlm.io import atomic_path
 
+HITS_COLUMNS = {"query_id": "int64", "doc_id": "int64", "score": "float32", "rank": "int32"}
 HITS_SCHEMA = pa.schema([("query_id", pa.int64()), ("doc_id", pa.int64()), ("score", pa.float32()), ("rank", pa.int32())])
 ROUND_ROWS = 500_000  # hits per merge round (with the sort's temporaries, ~50 MB)
 MAX_OPEN = 128  # hits files open at once in one merge (~0.75 MB each)
 CURSOR_ROWS = 16_384  # hits files are written in row groups of this size: a cursor holds one
 
 
-def retrieve_shard(index_dir, queries, k: int, out, analyzer: Analyzer, threads: int = 1, batch_size: int = 4096) -> None:
-    """The top-k hits in one shard of each query of `queries` (query_id, text), written to `out`."""
-    index = ShardIndex(index_dir)
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, HITS_SCHEMA, compression="zstd") as writer:
-        for batch in pq.ParquetFile(queries).iter_batches(batch_size=batch_size, columns=["query_id", "text"]):
-            tokens = [analyzer(text) for text in batch.column(1).to_pylist()]
-            hits = index.search(tokens, k, batch.column(0).to_numpy(), threads=threads, batch_size=batch_size)
-            writer.write_table(pa.Table.from_pandas(hits, schema=HITS_SCHEMA, preserve_index=False), row_group_size=CURSOR_ROWS)
+def top_rows(q: np.ndarray, d: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of hits (query id, doc id, score), the positions of each query's best k, by score then the
+    lower doc id, in (query, rank) order, and their 1-based ranks."""
+    order = np.lexsort((d, -s, q))
+    q = q[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)])) + 1
+    keep = rank <= k
+    return order[keep], rank[keep].astype(np.int32)
+
+
+def merge_topk(hits: list[pd.DataFrame], k: int) -> pd.DataFrame:
+    """Global top-k per query from per-shard top-k lists (exact: each shard kept its own top-k)."""
+    allhits = pd.concat(hits, ignore_index=True)
+    rows, rank = top_rows(allhits.query_id.to_numpy(), allhits.doc_id.to_numpy(), allhits.score.to_numpy(), k)
+    top = allhits.iloc[rows].reset_index(drop=True)
+    top["rank"] = rank
+    return top.astype(HITS_COLUMNS)
 
 
 class _Cursor:
