@@ -156,7 +156,8 @@ def test_a_wrong_text_field_stops_at_once_with_the_fields_found(tmp_path):
 STREAMED = """
 import json, sys
 import tlm.corpus as corpus
-corpus.LINE_CAP = int(sys.argv[3])
+import tlm.corpus.reading
+tlm.corpus.reading.LINE_CAP = int(sys.argv[3])
 counts = corpus.shard_corpus([sys.argv[1]], sys.argv[2], shard_size=100_000, max_doc_chars=10_000)
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
 print(json.dumps({"documents": counts.documents, "long": counts.long_documents, "skipped": counts.skipped, "peak": peak}))
