@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def stand_in_model(out: Path) -> Path:
     """A tiny TLM classifier with the demo task's labels and a WordPiece vocabulary of its texts."""
     from tlm.model import TLMModel, make_config
-    from tlm.train import train_tokenizer
+    from tlm.training.tokenizer import train_tokenizer
 
     train = pd.read_parquet(ROOT / "data/demo/task/train.parquet")
     labels = sorted(train.label.unique())

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from tlm.device import pick_device
 from tlm.evaluate import evaluate_run
 from tlm.io import read_json
-from tlm.train import pick_device, run_stage
+from tlm.training.stage import run_stage
 
 EXTERNAL = {"bm25": "external", "random": "random", "none": None}
 

@@ -1,7 +1,7 @@
 """Training throughput: tokens/s and model FLOPs utilization (MFU) of tlm's training step.
 
 For each preset (default: tiny and base) at sequence length 128, the real training loop
-(tlm.train.train_stage, MLM on external batches) runs on synthetic full-length batches, first as a
+(tlm.training.loop.train_stage, MLM on external batches) runs on synthetic full-length batches, first as a
 plain HuggingFace-style step, then with each optimization switched on in turn:
 
   plain       eager attention, MLM logits at every position, fp32
@@ -40,10 +40,11 @@ import pandas as pd
 import torch
 from common import DEMO, cpu_name
 
-from tlm.data import Batches, TokenStore
 from tlm.metrics import DENSE_BF16_PEAK
 from tlm.model import PRESETS, TLMModel, TLMOutput, make_config
-from tlm.train import StageConfig, train_stage
+from tlm.tokens import Batches, TokenStore
+from tlm.training.loop import train_stage
+from tlm.training.plan import StageConfig
 
 VOCAB = 30522
 SEQ = 128

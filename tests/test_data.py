@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tlm.data import Batches, TokenStore, load_task, mask_tokens, read_column_chunks
+from tlm.data import load_task, read_column_chunks
 from tlm.io import TLMInputError
+from tlm.tokens import Batches, TokenStore, mask_tokens
 
 
 def write_task(tmp_path, train, dev=None, test=None, fmt="parquet"):

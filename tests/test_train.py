@@ -8,21 +8,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tlm.data import Batches, TokenStore
 from tlm.metrics import classification_metrics, paper_flops, step_flops
 from tlm.model import TLMModel, count_parameters, make_config
-from tlm.train import (
-    Checkpoints,
-    Dist,
-    StageConfig,
-    is_task_step,
-    lr_lambda,
-    plan_stage,
-    run_stage,
-    task_loss_weights,
-    train_stage,
-    train_tokenizer,
-)
+from tlm.tokens import Batches, TokenStore
+from tlm.training.checkpoints import Checkpoints
+from tlm.training.ddp import Dist
+from tlm.training.loop import train_stage
+from tlm.training.plan import StageConfig, is_task_step, lr_lambda, plan_stage, task_loss_weights
+from tlm.training.stage import run_stage
+from tlm.training.tokenizer import train_tokenizer
 
 
 def store(n: int, length: int = 20) -> TokenStore:
@@ -217,7 +211,7 @@ def _ddp_worker(rank, tiny_task, tmp_path, port, out):
 
 
 def test_ddp_on_cpu_with_two_processes_matches_one_process(tiny_task, tmp_path):
-    from tlm.train import _free_port
+    from tlm.training.ddp import _free_port
 
     port = _free_port()
     torch.multiprocessing.spawn(_ddp_worker, args=(tiny_task, tmp_path / "ddp", port, tmp_path), nprocs=2)
@@ -273,7 +267,7 @@ def test_tokenizer_ids_are_canonical(tmp_path, demo_task):
 
 def test_a_bad_local_tokenizer_gets_a_clear_error(tmp_path):
     from tlm.io import TLMInputError
-    from tlm.train import load_tokenizer
+    from tlm.training.tokenizer import load_tokenizer
 
     with pytest.raises(TLMInputError, match="not a readable tokenizer directory.*Fix:"):
         load_tokenizer(tmp_path / "nowhere")
@@ -285,7 +279,7 @@ def test_a_bad_local_tokenizer_gets_a_clear_error(tmp_path):
 TRAIN_TOKENIZER = """
 import json, sys
 import pandas as pd
-from tlm.train import train_tokenizer
+from tlm.training.tokenizer import train_tokenizer
 texts = pd.read_parquet(sys.argv[1]).text.head(800)
 print(json.dumps(train_tokenizer(texts, 3000, 2, sys.argv[2]).get_vocab(), sort_keys=True))
 """
@@ -317,7 +311,7 @@ def test_the_vocabulary_is_the_same_in_every_process(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
 def test_a_gpu_asked_for_but_absent_is_said_or_stops_the_job(caplog):
     from tlm.io import TLMInputError
-    from tlm.train import check_gpu
+    from tlm.training.ddp import check_gpu
 
     assert check_gpu(0, required=False) == "cpu"
     assert check_gpu(1, required=False) == "cpu (1 GPU requested, none found)"

@@ -226,7 +226,7 @@ PRESET_DEFAULTS = {
 # The budget of a stage that sets none of max_steps, epochs and flops, sized by all its training
 # material: stage 1 goes 15 times over T and `external_epochs` (schema: 1) times over S (rho1 from
 # the two), stage 2 up to 10 times over T (it stops early on dev macro-F1, patience 3), each at
-# least the preset's min_steps (tlm.train.plan_stage). Measured with the tiny preset on three
+# least the preset's min_steps (tlm.training.plan.plan_stage). Measured with the tiny preset on three
 # tasks at full size and at 100-1,000 rows (README, "Training budgets").
 DEFAULT_BUDGET = {"stage1": {"epochs": 15}, "stage2": {"epochs": 10}}
 

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 
 from tlm.config import DEFAULT_BUDGET
-from tlm.data import SPLITS, Batches, TokenStore, hygiene_notes
+from tlm.data import SPLITS, hygiene_notes
+from tlm.inference import load_model, predict_proba, probabilities
 from tlm.io import atomic_path, read_json, write_parquet
 from tlm.metrics import classification_metrics, paper_flops
-from tlm.model import count_parameters, load_classifier
+from tlm.model import count_parameters
 from tlm.select import external_size
-from tlm.train import amp_dtype, load_tokenizer, pick_device, predict_proba
+from tlm.tokens import Batches, TokenStore
 
 
 def evaluate_run(
@@ -22,9 +23,7 @@ def evaluate_run(
     """Test metrics of the last stage's model, loaded as plain transformers loads it; costs summed
     over every trained stage. `predictions_path`: where the test predictions go (`probabilities`)."""
     final = Path(stage_dirs[-1])
-    device = pick_device()
-    tokenizer = load_tokenizer(final)
-    model = load_classifier(final).to(device)
+    model, tokenizer, device, dtype = load_model(final, precision)
     test = TokenStore.load(tokens_dir)
     batches = Batches(
         test,
@@ -35,7 +34,7 @@ def evaluate_run(
         max_len=tokenizer.model_max_length,
         sep_id=tokenizer.sep_token_id,
     )
-    probs = predict_proba(model, batches.epoch(), device, amp_dtype(precision, device))
+    probs = predict_proba(model, batches.epoch(), device, dtype)
     scores = classification_metrics(test.labels, probs.argmax(-1), model.config.num_labels)
     if predictions_path:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -98,13 +97,6 @@ def diagnose(stage_dir) -> dict:
         "task_loss_start": float(task[:tenth].mean()) if len(task) else None,
         "task_loss_end": float(task[-tenth:].mean()) if len(task) else None,
     }
-
-
-def probabilities(probs, labels: list[str]) -> pd.DataFrame:
-    """The predicted label and one float32 probability column per label (prob_<label>)."""
-    frame = pd.DataFrame(probs.astype("float32"), columns=[f"prob_{label}" for label in labels])
-    frame.insert(0, "label", np.asarray(labels, dtype=object)[probs.argmax(-1)])
-    return frame
 
 
 SUMMARY_COLUMNS = {  # metrics.json key -> column of the summary table

@@ -14,35 +14,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from tlm.data import read_column_chunks
-from tlm.evaluate import probabilities
+from tlm.inference import load_model, predict_texts, probabilities
 from tlm.io import TLMInputError, arrow_table, atomic_path
-from tlm.model import load_classifier
-from tlm.train import amp_dtype, autocast, load_tokenizer, pick_device
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def predict_texts(model, tokenizer, texts: list[str], device, dtype=None, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities (float32, one row per text, in order) of `texts`."""
-    enc = tokenizer(texts, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
-    lengths = np.fromiter(map(len, enc), np.int64, len(enc))
-    order = np.argsort(lengths, kind="stable")
-    probs = np.empty((len(texts), model.config.num_labels), np.float32)
-    pad = tokenizer.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids = torch.full((len(idx), int(lengths[idx].max())), pad, dtype=torch.long)
-        for r, i in enumerate(idx):
-            ids[r, : lengths[i]] = torch.tensor(enc[i])
-        mask = torch.arange(ids.shape[1])[None, :] < torch.from_numpy(lengths[idx])[:, None]
-        with autocast(device, dtype):
-            logits = model(input_ids=ids.to(device), attention_mask=mask.long().to(device)).logits
-        probs[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
-    return probs
 
 
 def predict_files(
@@ -58,11 +35,8 @@ def predict_files(
     file, row (within its file), label (the predicted one) and prob_<label> per label. Every row of
     a file is kept in its place: an empty or whitespace-only text gets a null label and null
     probabilities (nothing to classify). Returns the number of texts."""
-    device = pick_device()
-    model = load_classifier(model_dir).to(device).eval()
-    tokenizer = load_tokenizer(model_dir)
+    model, tokenizer, device, dtype = load_model(model_dir, precision)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    dtype = amp_dtype(precision, device)
     total, blanks, start = 0, 0, time.perf_counter()
     with atomic_path(out_path) as tmp:
         writer = None

@@ -1,7 +1,7 @@
 import logging
 
 from tlm.smk import run
-from tlm.train import tokenize_texts
+from tlm.training.tokenizer import tokenize_texts
 
 
 def main(smk):

@@ -2,7 +2,8 @@ from pathlib import Path
 
 from tlm.io import read_json
 from tlm.smk import run
-from tlm.train import data_parallel_processes, run_stage
+from tlm.training.ddp import data_parallel_processes
+from tlm.training.stage import run_stage
 
 
 def main(smk):

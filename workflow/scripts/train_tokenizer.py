@@ -3,7 +3,7 @@ import logging
 import pandas as pd
 
 from tlm.smk import run
-from tlm.train import load_tokenizer, train_tokenizer
+from tlm.training.tokenizer import load_tokenizer, train_tokenizer
 
 
 def main(smk):
