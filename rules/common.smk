@@ -6,15 +6,17 @@ import re
 from pathlib import Path
 
 from tlm import __version__ as TLM_VERSION
-from tlm.config import pretrained_dir, run_settings, starts_from
+from tlm.config import pretrained_dir, run_settings
 from tlm.io import TLMInputError
+from tlm.retrievers import RETRIEVERS
+from tlm.run_kinds import RUN_KINDS, runs_of_kind, starts_from
 
 TASKS = list(config["tasks"])
 RUNS = list(config["runs"])
 SEEDS = config["seeds"]
-TLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tlm"]
-TFIDF_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "tfidf"]
-PLM_RUNS = [run for run, spec in config["runs"].items() if spec["kind"] == "plm"]
+TLM_RUNS = runs_of_kind(config, "tlm")
+TFIDF_RUNS = runs_of_kind(config, "tfidf")
+PLM_RUNS = runs_of_kind(config, "plm")
 # runs that start from a pretrained checkpoint (plm runs, tlm runs with `pretrained`): they read
 # their texts in the checkpoint's vocabulary, tokenized per run
 CHECKPOINT_RUNS = [run for run, spec in config["runs"].items() if starts_from(spec)]
@@ -24,7 +26,10 @@ wildcard_constraints:
     task="[^/]+",
     run="[^/]+",
     shard=r"\d{5}",
-    source=r"train|dev|test|external|external-k\d+|random",
+    source="|".join(
+        ["train", "dev", "test"]
+        + [rf"{r.source}|{r.source}-k\d+" if r.ranked else r.source for r in RETRIEVERS.values() if r.source]
+    ),
     seed=r"\d+",
 
 
@@ -68,18 +73,19 @@ def task_split(split):
     return f"results/tasks/{{task}}/{split}.parquet"
 
 
+def retriever(wildcards):
+    """How run {run}'s external data S is chosen: its row of the retrievers table (tlm.retrievers)."""
+    return RETRIEVERS[config["runs"][wildcards.run]["external"]]
+
+
 def external_data(wildcards):
-    """The external data S of a run: BM25 neighbours, the same number of random documents, or none."""
-    kind = config["runs"][wildcards.run]["external"]
-    return {
-        "bm25": [f"results/retrieval/{wildcards.task}/external.parquet"],
-        "random": [f"results/retrieval/{wildcards.task}/random.parquet"],
-        "none": [],
-    }[kind]
+    """The external data S of a run (its retriever's file), or none."""
+    source = retriever(wildcards).source
+    return [f"results/retrieval/{wildcards.task}/{source}.parquet"] if source else []
 
 
 def token_source(wildcards):
-    """The Parquet file behind a tokenized source: a task split or the external data of a kind
+    """The Parquet file behind a tokenized source: a task split or the external data of a retriever
     (external-kN: the documents of S whose best rank is <= N)."""
     if wildcards.source in ("train", "dev", "test"):
         return f"results/tasks/{wildcards.task}/{wildcards.source}.parquet"
@@ -92,18 +98,20 @@ def max_rank(wildcards):
     if wildcards.get("source") is not None:
         return int(wildcards.source.split("-k")[1]) if "-k" in wildcards.source else 0
     spec = config["runs"][wildcards.run]
-    return spec.get("top_k", 0) if spec["external"] == "bm25" else 0
+    return spec.get("top_k", 0) if retriever(wildcards).ranked else 0
 
 
 def external_tokens(wildcards):
     """A run's tokenized external data: in the task's vocabulary, or a checkpoint run's own."""
-    kind, k = config["runs"][wildcards.run]["external"], config["runs"][wildcards.run].get("top_k")
+    k = config["runs"][wildcards.run].get("top_k")
     if k and k > config["tasks"][wildcards.task]["top_k"]:
         raise WorkflowError(
             f"runs.{wildcards.run}.top_k = {k} exceeds tasks.{wildcards.task}.top_k = "
             f"{config['tasks'][wildcards.task]['top_k']}. Fix: retrieve at least as many (raise the task's top_k)."
         )
-    source = {"bm25": f"external-k{k}" if k else "external", "random": "random", "none": None}[kind]
+    source = retriever(wildcards).source
+    if source and k and retriever(wildcards).ranked:  # S cut to the run's K (best rank <= K)
+        source = f"{source}-k{k}"
     return [f"{tokens_dir(wildcards)}/{source}"] if source else []
 
 
@@ -153,8 +161,7 @@ def stage_dirs(task, run, seed):
     """The checkpoints behind a run's metrics: stage 1, and stage 2 unless the run skips it (a plm
     run has only its fine-tuning, which is stage 2)."""
     spec = config["runs"][run]
-    stages = ["stage2"] if spec["kind"] == "plm" else ["stage1"] if spec["skip_stage2"] else ["stage1", "stage2"]
-    return [f"results/models/{task}/{run}/seed{seed}/{s}" for s in stages]
+    return [f"results/models/{task}/{run}/seed{seed}/{s}" for s in RUN_KINDS[spec["kind"]].trained_stages(spec)]
 
 
 def trained_stages(wildcards):
@@ -176,7 +183,7 @@ def plm_checkpoint(wildcards):
 
 def uses_corpus():
     """Whether any run needs the corpus (external data, or a tokenizer trained on S)."""
-    external = any(spec["external"] != "none" for spec in config["runs"].values())
+    external = any(RETRIEVERS[spec["external"]].source for spec in config["runs"].values())
     return external or (bool(set(TLM_RUNS) - set(CHECKPOINT_RUNS)) and config["tokenizer"]["path"] is None)
 
 

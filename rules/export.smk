@@ -10,7 +10,7 @@ rule package_model:
         train=task_split("train"),
         dev=task_split("dev"),
         test=task_split("test"),
-        corpus=lambda wc: [] if config["runs"][wc.run]["external"] == "none" else ["results/corpus"],
+        corpus=lambda wc: ["results/corpus"] if retriever(wc).source else [],
     output:
         directory("results/models/{task}/{run}/seed{seed}/model"),
     log:

@@ -62,35 +62,26 @@ rule merge_topk:
         "../workflow/scripts/merge_topk.py"
 
 
-rule select_external:
-    input:
-        topk="results/retrieval/{task}/topk.parquet",
-        corpus="results/corpus",
-    output:
-        "results/retrieval/{task}/external.parquet",
-    log:
-        "logs/select_external/{task}.log",
-    benchmark:
-        "logs/benchmark/select_external/{task}.tsv"
-    conda:
-        "../envs/retrieval.yaml"
-    script:
-        "../workflow/scripts/select_external.py"
+# One rule per retriever that writes an S (tlm.retrievers): select_external (bm25: the union of the
+# top-K lists), select_random (the ablation), and whatever rows are added to the table.
+for _retriever in RETRIEVERS.values():
+    if _retriever.rule is None:
+        continue
 
-
-rule select_random:
-    input:
-        external="results/retrieval/{task}/external.parquet",
-        corpus="results/corpus",
-    output:
-        "results/retrieval/{task}/random.parquet",
-    log:
-        "logs/select_random/{task}.log",
-    benchmark:
-        "logs/benchmark/select_random/{task}.tsv"
-    conda:
-        "../envs/retrieval.yaml"
-    params:
-        seed=config["seed"],
-    script:
-        "../workflow/scripts/select_random.py"
+    rule:
+        name:
+            _retriever.rule
+        input:
+            **_retriever.inputs,
+        output:
+            f"results/retrieval/{{task}}/{_retriever.source}.parquet",
+        log:
+            f"logs/{_retriever.rule}/{{task}}.log",
+        benchmark:
+            f"logs/benchmark/{_retriever.rule}/{{task}}.tsv"
+        conda:
+            "../envs/retrieval.yaml"
+        params:
+            **_retriever.params(config),
+        script:
+            "../workflow/scripts/select.py"

