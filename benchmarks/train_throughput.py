@@ -42,9 +42,9 @@ from common import DEMO, cpu_name
 
 from tlm.metrics import DENSE_BF16_PEAK
 from tlm.model import PRESETS, TLMModel, TLMOutput, make_config
+from tlm.settings import StageConfig
 from tlm.tokens import Batches, TokenStore
-from tlm.training.loop import train_stage
-from tlm.training.plan import StageConfig
+from tlm.training.loop import StageData, train_stage
 
 VOCAB = 30522
 SEQ = 128
@@ -133,7 +133,7 @@ def measure(
         log = Path(tmp) / "log.csv"
         tok = Tokenizer()
         external = Batches(store, batch, 0, 1, bucket=50, max_len=SEQ, sep_id=102, pack=pack)
-        train_stage(model, stage, tok, Batches(store, batch, 0, 0), external, None, log, keep_best=False)
+        train_stage(model, stage, StageData(tok, Batches(store, batch, 0, 0), external), log, keep_best=False)
         with open(log) as fh:
             rows = list(csv.DictReader(fh))
     a, b = rows[warm - 1], rows[-1]

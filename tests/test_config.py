@@ -196,3 +196,37 @@ def test_the_plm_tlm_comparison_gives_every_run_the_same_checkpoint_and_stage_2(
     assert [cfg["runs"][r]["kind"] for r in runs] == ["plm", "tlm", "tlm", "tlm"]
     assert [cfg["runs"][r]["external"] for r in runs][1:] == ["bm25", "none", "random"]
     assert runs["plm_tlm"]["stage1"] == runs["plm_task"]["stage1"] == runs["plm_random"]["stage1"]
+
+
+def test_every_default_has_one_owner_that_the_dataclasses_and_the_readme_agree_with():
+    """config/schema.yaml owns each key's default (PRESET_DEFAULTS the preset's, DEFAULT_BUDGET the
+    budget): the typed settings take theirs from it, and the README's example shows what they give."""
+    import dataclasses
+    import re
+
+    from tlm.config import DEFAULT_BUDGET, PRESET_DEFAULTS
+    from tlm.settings import ModelConfig, StageConfig, StageSettings, schema_defaults
+
+    schema = schema_defaults()
+    stage_keys = {**schema["stage1"], **schema["stage2"], **schema["trainer"]}
+    fields = {f.name: f.default for f in dataclasses.fields(StageConfig)}
+    # every default the schema fills in is a field; every field's default is the schema's
+    # (stage 2's where the stages differ), but for the budget, the preset's keys and the seed
+    assert set(stage_keys) <= set(fields)
+    assert {k: v for k, v in fields.items() if k in stage_keys} == stage_keys
+    presets = set().union(*(d for p in PRESET_DEFAULTS.values() for d in p.values()))
+    assert set(fields) - set(stage_keys) == presets | {"max_steps", "epochs", "flops", "warmup_steps", "seed"}
+    assert dataclasses.asdict(ModelConfig()) == schema["model"]
+    # a run's typed settings are its validated config's
+    config = validate_config({"corpus": {"paths": ["c.txt"]}, "tasks": {"t": {"train": "a", "dev": "b", "test": "c"}}})
+    params = run_settings(config, "tlm", 0)
+    for stage in ("stage1", "stage2"):
+        typed = StageSettings.from_params(stage, params)
+        assert {k: getattr(typed.train, k) for k in params[stage]} == params[stage]
+        assert {k: getattr(typed.train, k) for k in params["trainer"]} == params["trainer"]
+    # the README's example config shows the base preset's defaults
+    block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1))
+    assert params["model"]["preset"] == "base" and DEFAULT_BUDGET["stage1"]["epochs"] == block["stage1"]["epochs"]
+    for section in ("stage1", "stage2", "trainer", "model"):
+        assert {k: params[section][k] for k in block[section]} == block[section], section
+    assert block["tokenizer"]["vocab_size"] == schema["tokenizer"]["vocab_size"]

@@ -2,10 +2,12 @@
 
 import errno
 import logging
+import os
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 
 from tlm.corpus import shard_corpus
 from tlm.io import TLMInputError
@@ -61,6 +63,8 @@ def test_disk_full_while_writing_a_shard_leaves_nothing_behind(tmp_path, monkeyp
 
 # kill -9 at the n-th atomic commit of a job of the rule: after an output is written under its
 # temporary name, before it is renamed (train_stage1: while saving its second resumable checkpoint)
+# tests/fault_kill/sitecustomize.py arms it in the workflow's processes (none of it is in src/tlm)
+FAULT_PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT / "tests" / "fault_kill"), str(ROOT / "src"), os.getenv("PYTHONPATH")]))
 FAULTS = [("shard_corpus", 1), ("count_terms", 1), ("build_index", 1), ("retrieve", 1), ("train_stage1", 2), ("evaluate", 1)]
 TIMES = ["seconds", "data_seconds", "tokens_per_s", "mfu"]  # of train_log.csv: the only columns that differ
 
@@ -75,7 +79,7 @@ def test_kill_9_in_each_stage_then_a_rerun_ends_as_an_uninterrupted_run(tmp_path
 
     tiny_config(tmp_path)
     for rule, nth in FAULTS:
-        proc = smk(tmp_path, check=False, env={"TLM_FAULT_KILL": f"{rule}:{nth}"})
+        proc = smk(tmp_path, check=False, env={"TLM_FAULT_KILL": f"{rule}:{nth}", "PYTHONPATH": FAULT_PYTHONPATH})
         assert proc.returncode != 0 and f"Error in rule {rule}" in proc.stdout + proc.stderr, rule
     resumed = smk(tmp_path)
     assert resumed.returncode == 0

@@ -10,11 +10,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tlm.metrics import classification_metrics, paper_flops, step_flops
 from tlm.model import TLMModel, count_parameters, make_config
+from tlm.settings import StageConfig
 from tlm.tokens import Batches, TokenStore
 from tlm.training.checkpoints import Checkpoints
 from tlm.training.ddp import Dist
-from tlm.training.loop import train_stage
-from tlm.training.plan import StageConfig, is_task_step, lr_lambda, plan_stage, task_loss_weights
+from tlm.training.loop import StageData, train_stage
+from tlm.training.plan import is_task_step, lr_lambda, plan_stage, task_loss_weights
 from tlm.training.stage import run_stage
 from tlm.training.tokenizer import train_tokenizer
 
@@ -134,13 +135,16 @@ def run(tiny_task, tmp_path, steps=12, ckpt=None, d=Dist(), dropout=0.1, device=
         **{"max_steps": steps, "batch_size": 8, "learning_rate": 1e-3, "rho1": 2, "rho2": 5, "eval_steps": 6, **cfg}
     )
     pad = tok.pad_token_id
-    res = train_stage(
-        model,
-        cfg,
+    data = StageData(
         tok,
         Batches(store, 8, pad, seed=0, bucket=2),
         Batches(ext, 8, pad, seed=1),
         Batches(store, 32, pad, seed=0, shuffle=False),
+    )
+    res = train_stage(
+        model,
+        cfg,
+        data,
         tmp_path / f"log{d.rank}.csv",
         keep_best=False,
         checkpoints=ckpt,

@@ -13,8 +13,7 @@ from jsonschema import Draft202012Validator, validators
 from tlm.io import TLMInputError
 from tlm.retrievers import RETRIEVERS
 from tlm.run_kinds import KIND_KEYS, RUN_KINDS, starts_from
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+from tlm.settings import SCHEMA_PATH
 
 
 def _with_defaults(cls):

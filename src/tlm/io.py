@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,11 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-# Fault injection for the reliability tests (tests/test_reliability.py): kill this process with
-# SIGKILL at the n-th atomic commit, after the output is written under its temporary name and before
-# it is renamed: the worst moment to die. Set by tlm.smk.run from TLM_FAULT_KILL=<rule>:<n>.
-kill_at_commit = 0
 
 
 class TLMInputError(Exception):
@@ -40,20 +34,11 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
     target = tmp / path.name  # the caller creates it (a file, or a directory when is_dir)
     try:
         yield target
-        _fault_point()
         if is_dir and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fault_point() -> None:
-    global kill_at_commit
-    if kill_at_commit:
-        kill_at_commit -= 1
-        if kill_at_commit == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def arrow_table(df: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
 import sys
 
-import tlm.io
 from tlm.config import ConfigError
 from tlm.io import TLMInputError
 
@@ -57,9 +55,6 @@ def run(main, snakemake) -> None:
     if "torch" in sys.modules:  # a training job (the retrieval rules' environment has no torch)
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     log = logging.getLogger("tlm")
-    rule, _, nth = os.environ.get("TLM_FAULT_KILL", "").partition(":")
-    if rule == snakemake.rule:  # the reliability tests' kill -9 (tlm.io.kill_at_commit)
-        tlm.io.kill_at_commit = int(nth)
     try:
         main(snakemake)
     except (TLMInputError, ConfigError) as e:

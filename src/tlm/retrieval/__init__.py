@@ -17,5 +17,6 @@ many threads, returning exactly what scoring every document would.
 The modules, in the order of the pipeline: `analyzer` (text -> terms), `index` (count_terms,
 merge_stats, build_shard_index), `kernel` (the numba search kernel and why it is built so),
 `search` (ShardIndex, retrieve_shard: one shard's top-K), `merge` (the shards' top-K merged into
-the global top-K, and what a user must hear of it). How S is chosen from the hits is `tlm.select`.
+the global top-K, and what a user must hear of it). How S is chosen (from the hits, or otherwise)
+is the retrievers table, `tlm.retrievers`.
 """

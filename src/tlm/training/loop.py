@@ -27,10 +27,11 @@ from tlm.device import amp_dtype, autocast, device_name, pick_device
 from tlm.inference import predict_proba
 from tlm.io import TLMInputError
 from tlm.metrics import classification_metrics, peak_flops, step_flops
+from tlm.settings import StageConfig
 from tlm.tokens import Batches
 from tlm.training.checkpoints import Checkpoints
 from tlm.training.ddp import Dist
-from tlm.training.plan import StageConfig, lr_lambda, task_loss_weights
+from tlm.training.plan import lr_lambda, task_loss_weights
 from tlm.training.stream import BatchStream, micro_batches, trim
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,21 @@ class _Progress:
             self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
 
+@dataclass(frozen=True)
+class StageData:
+    """What a stage reads: the tokenizer (MLM masking), the task's batches, the external ones (stage
+    1 of a run with S) and dev's (None: no evaluation)."""
+
+    tokenizer: object
+    task: Batches
+    external: Batches | None = None
+    dev: Batches | None = None
+
+
 def train_stage(
     model,
     cfg: StageConfig,
-    tokenizer,
-    task: Batches,
-    external: Batches | None,
-    dev: Batches | None,
+    data: StageData,
     log_csv: Path,
     keep_best: bool = True,
     checkpoints: Checkpoints | None = None,
@@ -115,6 +124,7 @@ def train_stage(
     `checkpoints`, training resumes from the newest matching checkpoint (its log included) and
     saves new ones. `device` defaults to GPU `d.rank` where there is a GPU, else the CPU.
     """
+    task, external, dev = data.task, data.external, data.dev
     device = device or pick_device(d.rank)
     dtype = amp_dtype(cfg.precision, device)
     peak = peak_flops(device_name(device), dtype is not None)
@@ -138,7 +148,7 @@ def train_stage(
         writer = csv.writer(fh)
         writer.writerows([LOG_COLUMNS, *run.rows])
         ahead = cfg.prefetch if cfg.prefetch is not None else (2 if device.type == "cuda" else 0)
-        stream = BatchStream(task, external, cfg, tokenizer, gen, run.step, ahead, pin=device.type == "cuda")
+        stream = BatchStream(task, external, cfg, data.tokenizer, gen, run.step, ahead, pin=device.type == "cuda")
         for step in range(run.step, cfg.max_steps):
             tick = time.perf_counter()  # data_seconds: the step's wait for its batch, and the copy to the device
             on_task, batch, sources = stream.next()

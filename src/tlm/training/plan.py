@@ -1,4 +1,4 @@
-"""A stage's settings (`StageConfig`), its schedule (task or external batch, loss weights, learning
+"""A stage's schedule (task or external batch, loss weights, learning
 rate) and its budget resolved to steps (`plan_stage`)."""
 
 from __future__ import annotations
@@ -6,48 +6,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from tlm.config import DEFAULT_BUDGET
 from tlm.io import TLMInputError
 from tlm.metrics import training_flops
+from tlm.settings import StageConfig
 from tlm.tokens import TokenStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageConfig:
-    """Every hyperparameter of one training stage (names follow HF run_mlm.py where they exist)."""
-
-    batch_size: int  # sequences per optimizer step, over all processes and micro-batches
-    learning_rate: float
-    max_steps: int | None = None  # the budget: max_steps, epochs or flops (plan_stage turns it into steps)
-    epochs: float | None = None
-    flops: float | None = None
-    weight_decay: float = 0.01
-    warmup_steps: int | None = None  # None: warmup_ratio of the steps
-    warmup_ratio: float = 0.0
-    rho1: int | None = 0  # None: from the data (plan_stage)
-    external_epochs: float = 1.0  # rho1 None: passes over S per `epochs` passes over T
-    min_steps: int = 0  # floor of an epochs budget
-    rho2: float = 0.0
-    mlm_probability: float = 0.15
-    max_grad_norm: float = 1.0
-    eval_steps: int | None = None  # dev evaluation every N steps (0: only at the end; None: see plan_stage)
-    pack_external: bool = False  # fill each external MLM row with several documents (tlm.tokens.Batches)
-    patience: int = 0  # stop after this many evaluations without a better dev macro-F1 (0: never)
-    gradient_accumulation_steps: int = 1
-    save_steps: int = 0  # resumable checkpoint every N steps (0: none)
-    save_total_limit: int = 2
-    precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16, fp16
-    compile: bool = False  # torch.compile the model
-    require_gpu: bool = False  # fail, instead of warning, when a GPU was requested and there is none
-    prefetch: int | None = None  # batches prepared ahead by a background thread (None: 2 on a GPU, 0 on the CPU)
-    pad_to_multiple_of: int | None = None  # row widths (None: 8 with compile, else 1: every width its own)
-    seed: int = 0
 
 
 def is_task_step(step: int, rho1: int, has_external: bool) -> bool:
@@ -119,8 +87,3 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * steps)
     every = cfg.eval_steps if cfg.eval_steps is not None else math.ceil(steps / 10)
     return dataclasses.replace(cfg, max_steps=steps, warmup_steps=min(warmup, steps), eval_steps=every)
-
-
-def stage_config(stage: str, settings: dict) -> StageConfig:
-    trainer = settings.get("trainer", {})
-    return StageConfig(**settings[stage], **trainer, seed=settings["seed"])

@@ -9,9 +9,10 @@ import threading
 import numpy as np
 import torch
 
+from tlm.settings import StageConfig
 from tlm.tokens import mask_tokens
 from tlm.training.ddp import Dist
-from tlm.training.plan import StageConfig, is_task_step, task_loss_weights
+from tlm.training.plan import is_task_step, task_loss_weights
 
 
 def micro_batches(n: int, d: Dist, accumulation: int) -> list[np.ndarray]:
