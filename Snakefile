@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.19")  # as pyproject.toml pins it: profiles/default/profile.yaml is read since 9.19
 
 # The library lives in src/tlm: importable here and, through PYTHONPATH, in every job's script
 # (also inside the conda environments of envs/, which do not install it).

@@ -52,3 +52,8 @@ def test_the_workflow_version_reads_git_without_writing_to_it(tmp_path):
     assert workflow_version(tmp_path) == f"{__version__} ({head}-dirty)"
     assert (tmp_path / ".git/index").read_bytes() == index
     assert workflow_version(tmp_path / "not-a-checkout") == __version__
+
+
+def test_snakefile_min_version_is_pyprojects_snakemake():
+    pin = requirement_names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])["snakemake"]
+    assert re.search(r'^min_version\("([^"]+)"\)', (ROOT / "Snakefile").read_text(), re.M).group(1) == pin.removeprefix(">=")
