@@ -142,7 +142,7 @@ class StageConfig:
     pack_external: bool = False  # fill each external MLM row with several documents (tlm.data.Batches)
     patience: int = 0  # stop after this many evaluations without a better dev macro-F1 (0: never)
     gradient_accumulation_steps: int = 1
-    save_steps: int = 0  # resumable checkpoint every N steps (0: none)
+    save_steps: int = 1000  # resumable checkpoint every N steps (0: none); the schema's default
     save_total_limit: int = 2
     precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16, fp16
     compile: bool = False  # torch.compile the model
