@@ -34,6 +34,11 @@ if not workflow.overwrite_configfiles:
 report: "report/workflow.rst"
 
 
+# Every job's software under `snakemake --sdm apptainer`: the image built from the Dockerfile, as
+# tlm.sif beside this Snakefile (README, "Container"). Without --sdm apptainer it is not used.
+container: str(Path(workflow.basedir) / "tlm.sif")
+
+
 # Between-workflow cache (`snakemake --cache`, SNAKEMAKE_OUTPUT_CACHE): the corpus's shards and
 # BM25 index, keyed by their inputs' checksums, scripts, params and software, are built once for
 # every workflow (task, user) on the same corpus. A result taken from the cache has no benchmark.
