@@ -38,12 +38,9 @@ def python_defaults(obj) -> dict:
     return {name: p.default for name, p in inspect.signature(obj).parameters.items() if p.default is not p.empty}
 
 
-def described(*path) -> str:
-    node = SCHEMA["properties"]
-    for part in path[:-1]:
-        node = node[part]
-        node = node.get("properties", node.get("additionalProperties", {}).get("properties", node))
-    return node[path[-1]]["description"]
+def described(section: str, key: str) -> str:
+    """The description of `key` of one entry of `tasks` or `runs`."""
+    return SCHEMA["properties"][section]["additionalProperties"]["properties"][key]["description"]
 
 
 def test_schema_descriptions_quote_the_python_defaults():
