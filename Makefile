@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
+	$(BIN)/snakemake --lint
 
 clean:
 	rm -rf results logs .snakemake

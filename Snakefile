@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.19")  # as pyproject.toml pins it: profiles/default/profile.yaml is read since 9.19
 
 # The library lives in src/tlm: importable here and, through PYTHONPATH, in every job's script
 # (also inside the conda environments of envs/, which do not install it).
@@ -29,6 +32,11 @@ if not workflow.overwrite_configfiles:
 
 
 report: "report/workflow.rst"
+
+
+# Every job's software under `snakemake --sdm apptainer`: the image built from the Dockerfile, as
+# tlm.sif beside this Snakefile (README, "Container"). Without --sdm apptainer it is not used.
+container: str(Path(workflow.basedir) / "tlm.sif")
 
 
 # Between-workflow cache (`snakemake --cache`, SNAKEMAKE_OUTPUT_CACHE): the corpus's shards and

@@ -201,7 +201,13 @@ def model_info(wildcards):
     """What a model card says of the task, the run and the corpus (sizes are read in the job)."""
     t, spec = config["tasks"][wildcards.task], config["runs"][wildcards.run]
     return {
-        "task": {"name": wildcards.task, "query_mode": t["query_mode"], "top_k": t["top_k"]},
+        "task": {
+            "name": wildcards.task,
+            "query_mode": t["query_mode"],
+            "top_k": t["top_k"],
+            # the card's licence and language, when the task gives them (a task without keeps its params)
+            **{key: t[key] for key in ("license", "language") if key in t},
+        },
         "run": {
             "name": wildcards.run,
             "seed": int(wildcards.seed),

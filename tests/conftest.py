@@ -56,6 +56,7 @@ def tiny_config(tmp):
                 "query_mode": "keywords",
                 "top_k": 5,
                 "predict": ["task/new.csv", "task/new.jsonl"],
+                "language": "en",  # the model cards' language (their licence: `other`, the default)
             }
         },
         "tokenizer": {"vocab_size": 500},

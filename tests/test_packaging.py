@@ -52,3 +52,19 @@ def test_the_workflow_version_reads_git_without_writing_to_it(tmp_path):
     assert workflow_version(tmp_path) == f"{__version__} ({head}-dirty)"
     assert (tmp_path / ".git/index").read_bytes() == index
     assert workflow_version(tmp_path / "not-a-checkout") == __version__
+
+
+def test_snakefile_min_version_is_pyprojects_snakemake():
+    pin = requirement_names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])["snakemake"]
+    assert re.search(r'^min_version\("([^"]+)"\)', (ROOT / "Snakefile").read_text(), re.M).group(1) == pin.removeprefix(">=")
+
+
+def test_the_container_installs_what_make_install_does():
+    """The Dockerfile pins torch as the Makefile does and installs the project; the Snakefile's
+    container directive names the image the README builds."""
+    makefile, dockerfile = (ROOT / "Makefile").read_text(), (ROOT / "Dockerfile").read_text()
+    torch = re.search(r"^TORCH \?= (\S+)", makefile, re.M).group(1)
+    assert f"ARG TORCH={torch}\n" in dockerfile and 'pip install --index-url "$TORCH_INDEX" "$TORCH"' in dockerfile
+    assert re.search(r'^RUN python -m pip install "\.\$EXTRAS"', dockerfile, re.M)
+    assert 'container: str(Path(workflow.basedir) / "tlm.sif")' in (ROOT / "Snakefile").read_text()
+    assert "apptainer build tlm.sif" in (ROOT / "README.md").read_text()

@@ -218,6 +218,11 @@ def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow
         assert part in card, part
     if run.startswith("plm"):  # the base model named
         assert f"the pretrained checkpoint `{done / 'encoder'}`" in card
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert (meta["license"], meta["language"], meta["datasets"]) == ("other", ["en"], ["demo"])
+    assert meta["metrics"] == ["accuracy", "f1"]
+    assert meta.get("base_model") == (str(done / "encoder") if run.startswith("plm") else None)
+    assert len(meta["tags"]) == len(set(meta["tags"]))
     assert json.loads((model_dir / "metrics.json").read_text())["test_macro_f1"] == pytest.approx(
         json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())["test_macro_f1"]
     )

