@@ -19,6 +19,7 @@ import yaml
 
 import tlm
 from tlm.io import atomic_path, read_json, write_json
+from tlm.retrievers import RETRIEVERS
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -79,13 +80,15 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
-    """README.md of a model, in Hugging Face's conventions: YAML metadata, then what it is, its
-    data, how it was trained, what it scores and costs, how to use it and its limits."""
-    task, run, corpus = info["task"], info["run"], info.get("corpus") or {}
-    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def _card_metadata(info: dict, metrics: dict) -> dict:
+    """The card's YAML metadata: what the Hub and other tools read."""
+    task, run = info["task"], info["run"]
     language = task.get("language")
-    meta = {
+    return {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "license": task.get("license") or "other",
@@ -110,76 +113,63 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
             }
         ],
     }
+
+
+def _made_of(info: dict, stages: dict, config: dict) -> str:
+    """What the model is and where it started: a checkpoint fine-tuned, continued with TLM, or from scratch."""
     arch = config["architectures"][0]
-    if run["kind"] == "plm":
-        made = (
+    if info["run"]["kind"] == "plm":
+        return (
             f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task with its own classification head"
         )
-    elif info.get("pretrained"):
+    if info.get("pretrained"):
         head = "its own MLM head" if stages["stage1"].get("mlm_head") == "checkpoint" else "a new MLM head (it had none)"
-        made = (
+        return (
             f"the pretrained checkpoint `{info['pretrained']}` ({arch}), its training continued with TLM's stage 1 "
             f"(Yao et al., ICML 2022: masked LM on the data below, with {head}, plus the task loss), "
             "then fine-tuned on the task with a fresh classification head"
         )
-    else:
-        made = (
-            f"a {config['num_hidden_layers']}-layer, {config['hidden_size']}-wide encoder ({arch}: BERT's encoder, "
-            "ELECTRA's Linear-GELU-Linear head on [CLS]) trained **from scratch** with TLM "
-            "(Yao et al., *NLP From Scratch Without Large-Scale Pretraining*, ICML 2022)"
-        )
-    if run["external"] == "bm25":
-        k = run.get("top_k") or task["top_k"]
-        data = (
-            f"- external data S: the top-{k} BM25 neighbours of each training example (queries: "
-            f"{task['query_mode']}) in a general corpus of {corpus.get('documents', '?'):,} documents "
-            f"({', '.join(corpus.get('paths', []))}): {metrics['external_docs']:,} documents, "
-            f"{metrics['external_bytes'] / 1e6:.1f} MB"
-        )
-    elif run["external"] == "random":
-        data = (
-            f"- external data: {metrics['external_docs']:,} documents drawn at random from a corpus of "
-            f"{corpus.get('documents', '?'):,} (the `random` ablation)"
-        )
-    else:
-        data = "- no external data (the task's texts only)"
-    train_lines = []
+    return (
+        f"a {config['num_hidden_layers']}-layer, {config['hidden_size']}-wide encoder ({arch}: BERT's encoder, "
+        "ELECTRA's Linear-GELU-Linear head on [CLS]) trained **from scratch** with TLM "
+        "(Yao et al., *NLP From Scratch Without Large-Scale Pretraining*, ICML 2022)"
+    )
+
+
+def _external_line(info: dict, metrics: dict) -> str:
+    """The card's line on S, in the words of the run's retriever (tlm.retrievers)."""
+    task, run, corpus = info["task"], info["run"], info.get("corpus") or {}
+    retriever = RETRIEVERS[run["external"]]
+    if retriever.select is None:
+        return f"- {retriever.description}"
+    facts = {
+        "k": run.get("top_k") or task.get("top_k"),
+        "query_mode": task.get("query_mode"),
+        "corpus_documents": _count(corpus.get("documents")),
+        "corpus_paths": ", ".join(corpus.get("paths", [])),
+        "documents": _count(metrics["external_docs"]),
+        "megabytes": metrics["external_bytes"] / 1e6,
+    }
+    return "- " + retriever.card_line(facts)
+
+
+def _training_lines(stages: dict) -> list[str]:
+    lines = []
     for name, result in stages.items():
         s = result["plan"]
         extra = f", rho1 {s['rho1']}, rho2 {s['rho2']}" if name == "stage1" else ""
         stop = f", stopped early (best on dev at step {result['best_step']})" if result.get("stopped_early") else ""
-        train_lines.append(
+        lines.append(
             f"- {name}: {result['steps']:,} of {s['max_steps']:,} planned steps, batch {s['batch_size']}, "
             f"learning rate {s['learning_rate']:g} (warm-up {s['warmup_steps']}, linear decay){extra}{stop}; "
             f"{result['tokens']:,} tokens, {result['flops']:.2e} FLOPs, {result['seconds']:.0f} s on {result['device']}"
         )
-    settings = {name: result["settings"] for name, result in stages.items()}
-    max_len = config.get("max_position_embeddings")
-    lines = [
-        "---",
-        yaml.safe_dump(meta, sort_keys=False).strip(),
-        "---",
-        "",
-        f"# {task['name']}: {run['name']}",
-        "",
-        f"A text classifier for the task `{task['name']}` ({len(labels)} labels): {made}.",
-        "",
-        "## Labels",
-        "",
-        ", ".join(f"`{label}`" for label in labels),
-        "",
-        "## Training data",
-        "",
-        f"- task: {task['train']:,} training, {task['dev']:,} dev and {task['test']:,} test examples",
-        data,
-        "",
-        "## Training",
-        "",
-        *train_lines,
-        "- checkpoint: the step with the best dev macro-F1" if "stage2" in stages else "- checkpoint: the last step",
-        "",
-        "## Results (test split)",
-        "",
+    lines.append("- checkpoint: the step with the best dev macro-F1" if "stage2" in stages else "- checkpoint: the last step")
+    return lines
+
+
+def _results_lines(metrics: dict) -> list[str]:
+    return [
         "| accuracy | macro-F1 | micro-F1 | dev macro-F1 |",
         "|---|---|---|---|",
         f"| {_pct(metrics['test_accuracy'])} | {_pct(metrics['test_macro_f1'])} | {_pct(metrics['test_micro_f1'])} | "
@@ -189,6 +179,56 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         f"({metrics['train_flops_6nd']:.2e} as 6 x parameters x tokens; {metrics['parameters']:,} parameters), "
         f"{metrics['train_tokens']:,} tokens, {metrics['train_seconds']:.0f} s on {metrics['device']}."
         + (f" Pretraining of the checkpoint, as documented: {metrics['pretraining']}" if metrics.get("pretraining") else ""),
+    ]
+
+
+def _limits_lines(info: dict, config: dict) -> list[str]:
+    run = info["run"]
+    from_scratch = run["kind"] == "tlm" and not info.get("pretrained")
+    return [
+        *([f"- **Quality warning** (the workflow's summary flags this run): {info['flag']}"] if info.get("flag") else []),
+        "- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
+        "on other data can be much lower than on the test split.",
+        f"- Inputs are cut at {config.get('max_position_embeddings')} tokens: pass `truncation=True` (without it, "
+        "longer texts fail)."
+        if from_scratch
+        else "- Pass `truncation=True`: inputs are then cut where the model was fine-tuned.",
+        "- A small model trained on a small amount of data: it inherits the biases of the task's labels and of the "
+        "texts it was trained on, and it is not calibrated; compare it with the `tfidf` baseline in the workflow's summary.",
+    ]
+
+
+def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
+    """README.md of a model, in Hugging Face's conventions: YAML metadata, then what it is, its
+    data, how it was trained, what it scores and costs, how to use it and its limits."""
+    task, run = info["task"], info["run"]
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    settings = {name: result["settings"] for name, result in stages.items()}
+    lines = [
+        "---",
+        yaml.safe_dump(_card_metadata(info, metrics), sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {task['name']}: {run['name']}",
+        "",
+        f"A text classifier for the task `{task['name']}` ({len(labels)} labels): {_made_of(info, stages, config)}.",
+        "",
+        "## Labels",
+        "",
+        ", ".join(f"`{label}`" for label in labels),
+        "",
+        "## Training data",
+        "",
+        f"- task: {task['train']:,} training, {task['dev']:,} dev and {task['test']:,} test examples",
+        _external_line(info, metrics),
+        "",
+        "## Training",
+        "",
+        *_training_lines(stages),
+        "",
+        "## Results (test split)",
+        "",
+        *_results_lines(metrics),
         "",
         "## Use",
         "",
@@ -204,14 +244,7 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         "",
         "## Intended use and limits",
         "",
-        *([f"- **Quality warning** (the workflow's summary flags this run): {info['flag']}"] if info.get("flag") else []),
-        "- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
-        "on other data can be much lower than on the test split.",
-        f"- Inputs are cut at {max_len} tokens: pass `truncation=True` (without it, longer texts fail)."
-        if run["kind"] == "tlm" and not info.get("pretrained")
-        else "- Pass `truncation=True`: inputs are then cut where the model was fine-tuned.",
-        "- A small model trained on a small amount of data: it inherits the biases of the task's labels and of the "
-        "texts it was trained on, and it is not calibrated; compare it with the `tfidf` baseline in the workflow's summary.",
+        *_limits_lines(info, config),
         "",
         "## How it was made",
         "",

@@ -24,6 +24,8 @@ class Retriever:
     results/retrieval/{task}/{source}.parquet by rule select_{source}. `ranked`: S holds each
     document's best rank, so a run with a smaller `top_k` takes the documents ranked at most that
     (tokenized as source external-k{K}) without retrieving again. No `select`: the run has no S.
+    `card(facts) -> str`: the model card's line on S from `facts` (k, query_mode, corpus_documents,
+    corpus_paths, documents, megabytes); default: the description with S's size.
     """
 
     name: str
@@ -33,10 +35,16 @@ class Retriever:
     params: Callable[[dict], dict] = lambda config: {}
     source: str | None = None  # default: the name
     ranked: bool = False
+    card: Callable[[dict], str] | None = None
 
     def __post_init__(self):
         if self.select is not None and self.source is None:
             object.__setattr__(self, "source", self.name)
+
+    def card_line(self, facts: dict) -> str:
+        if self.card is not None:
+            return self.card(facts)
+        return f"external data S ({self.description}): {facts['documents']} documents, {facts['megabytes']:.1f} MB"
 
     @property
     def rule(self) -> str | None:
@@ -63,6 +71,11 @@ register(
         {"topk": "results/retrieval/{task}/topk.parquet", "corpus": CORPUS},
         source="external",
         ranked=True,
+        card=lambda f: (
+            f"external data S: the top-{f['k']} BM25 neighbours of each training example (queries: "
+            f"{f['query_mode']}) in a general corpus of {f['corpus_documents']} documents ({f['corpus_paths']}): "
+            f"{f['documents']} documents, {f['megabytes']:.1f} MB"
+        ),
     )
 )
 register(
@@ -72,6 +85,10 @@ register(
         select.select_random_like,
         {"external": "results/retrieval/{task}/external.parquet", "corpus": CORPUS},
         params=lambda config: {"seed": config["seed"]},
+        card=lambda f: (
+            f"external data: {f['documents']} documents drawn at random from a corpus of {f['corpus_documents']} "
+            "(the `random` ablation)"
+        ),
     )
 )
 register(Retriever("none", "no external data: the task's texts only"))
