@@ -97,7 +97,9 @@ rule all:
 # The summary is shown when it is part of this run's jobs, so current (a partial target, e.g. one
 # task's retrieval, must not show a previous run's numbers as if they were new).
 onsuccess:
-    if Path("results/summary.md").exists() and any("results/summary.md" in job.output for job in workflow.dag.jobs):
+    if Path("results/summary.md").exists() and any(
+        "results/summary.md" in job.output for job in workflow.dag.jobs
+    ):
         print(Path("results/summary.md").read_text())
 
 

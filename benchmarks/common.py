@@ -17,12 +17,19 @@ def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux)."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    return next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+        platform.processor(),
+    )
 
 
 def demo_sentences() -> tuple[np.ndarray, np.ndarray]:
     """Every sentence of the demo corpus, and how many each document has (synthetic documents of
     real sentences, as many as a real document has, keep the corpus's word frequencies)."""
-    texts = pd.concat([pd.read_parquet(p, columns=["text"]) for p in sorted((DEMO / "corpus").glob("*.parquet"))])["text"]
+    texts = pd.concat(
+        [pd.read_parquet(p, columns=["text"]) for p in sorted((DEMO / "corpus").glob("*.parquet"))]
+    )["text"]
     per_doc = [SENTENCE_END.split(t) for t in texts]
-    return np.array([s for doc in per_doc for s in doc], dtype=object), np.array([len(doc) for doc in per_doc])
+    return np.array([s for doc in per_doc for s in doc], dtype=object), np.array(
+        [len(doc) for doc in per_doc]
+    )

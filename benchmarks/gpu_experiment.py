@@ -28,7 +28,9 @@ KINDS = {"tlm": "bm25", "task_only": "none", "random": "random"}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--budgets", type=int, nargs="+", default=[2000, 6000, 20000])
     ap.add_argument("--share", type=int, default=9, help="trainings at once on the GPU")
     ap.add_argument("--cores", type=int, default=16)
@@ -39,7 +41,9 @@ def main() -> None:
     cfg = yaml.safe_load((Path(__file__).parent / "gpu_experiment.yaml").read_text())
     cfg["seeds"] = args.seeds
     cfg["runs"] = {
-        f"{kind}_{b}": {"external": ext, "stage1": {"max_steps": b}} for b in args.budgets for kind, ext in KINDS.items()
+        f"{kind}_{b}": {"external": ext, "stage1": {"max_steps": b}}
+        for b in args.budgets
+        for kind, ext in KINDS.items()
     }
     cfg["runs"]["tfidf"] = {"kind": "tfidf"}
     runs_file = ROOT / "results/bench/gpu_experiment_runs.yaml"
@@ -49,7 +53,9 @@ def main() -> None:
     demo = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     for key in ("runs", "seeds", "model", "stage1", "stage2", "resources"):  # the experiment's own
         demo.pop(key, None)
-    (ROOT / "results/bench/gpu_experiment_base.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
+    (ROOT / "results/bench/gpu_experiment_base.yaml").write_text(
+        yaml.safe_dump(demo, sort_keys=False)
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -91,7 +97,11 @@ def main() -> None:
         t, o = rows["tlm"], rows["task_only"]
         if t.test_macro_f1 - t.test_macro_f1_std > o.test_macro_f1 + o.test_macro_f1_std:
             ahead.append((b, t.train_flops))
-    tfidf = summary[summary.run == "tfidf"].test_macro_f1.mean() if (summary.run == "tfidf").any() else None
+    tfidf = (
+        summary[summary.run == "tfidf"].test_macro_f1.mean()
+        if (summary.run == "tfidf").any()
+        else None
+    )
     lines += [
         "",
         f"tfidf: {100 * tfidf:.2f}" if tfidf is not None else "",

@@ -67,7 +67,9 @@ def build(tasks: dict, sizes: list[str], runs: dict, seeds: list[int], top_k: in
         train = pd.read_parquet(ROOT / spec["train"])
         for size in sizes:
             name = f"{task}_{size}"
-            entry = {k: v for k, v in spec.items() if k != "top_k"} | {s: str(ROOT / spec[s]) for s in ("train", "dev", "test")}
+            entry = {k: v for k, v in spec.items() if k != "top_k"} | {
+                s: str(ROOT / spec[s]) for s in ("train", "dev", "test")
+            }
             entry |= {"top_k": top_k} if top_k else {}
             if size != "full":
                 path = OUT / "tasks" / f"{name}.parquet"
@@ -85,13 +87,21 @@ def curve(root: Path) -> pd.DataFrame:
     df = finished_runs(root)
     df[["base", "size"]] = df.task.str.rsplit("_", n=1, expand=True)
     g = df.groupby(["base", "size", "run"], sort=False)
-    return g.agg(seeds=("f1", "size"), f1=("f1", "mean"), sd=("f1", "std"), flops=("flops", "mean"), cpu=("cpu_min", "mean"))
+    return g.agg(
+        seeds=("f1", "size"),
+        f1=("f1", "mean"),
+        sd=("f1", "std"),
+        flops=("flops", "mean"),
+        cpu=("cpu_min", "mean"),
+    )
 
 
 def table(c: pd.DataFrame) -> str:
     rows = []
     for (task, size, run), r in c.iterrows():
-        ref = c.loc[(task, size, "tfidf"), "f1"] if (task, size, "tfidf") in c.index else float("nan")
+        ref = (
+            c.loc[(task, size, "tfidf"), "f1"] if (task, size, "tfidf") in c.index else float("nan")
+        )
         rows.append(
             {
                 "task": task,
@@ -117,7 +127,11 @@ def plot(c: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         part = c.loc[task].reset_index()
-        full = part[part["size"] != "full"]["size"].astype(int).max() * 3 if (part["size"] != "full").any() else 1
+        full = (
+            part[part["size"] != "full"]["size"].astype(int).max() * 3
+            if (part["size"] != "full").any()
+            else 1
+        )
         part["n"] = [full if s == "full" else int(s) for s in part["size"]]
         for run, r in part.groupby("run", sort=False):
             r = r.sort_values("n")
@@ -139,8 +153,15 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "full"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--tasks", nargs="+", default=None, help="of config/tasks.yaml (default: all)")
-    ap.add_argument("--runs", type=Path, default=None, help="a YAML file of runs (default: tlm, task_only, random, tfidf)")
-    ap.add_argument("--top-k", type=int, default=None, help="K retrieved per example (default: the schema's)")
+    ap.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="a YAML file of runs (default: tlm, task_only, random, tfidf)",
+    )
+    ap.add_argument(
+        "--top-k", type=int, default=None, help="K retrieved per example (default: the schema's)"
+    )
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
@@ -148,8 +169,23 @@ def main() -> None:
     tasks = {t: tasks[t] for t in args.tasks or tasks}
     runs = yaml.safe_load(args.runs.read_text()) if args.runs else DEFAULT_RUNS
     config = build(tasks, args.sizes, runs, args.seeds, args.top_k)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", str(args.cores)]
-    cmd += ["--directory", str(OUT), "--keep-going", *(["-n"] if args.dry_run else []), "--configfile", str(config)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        str(args.cores),
+    ]
+    cmd += [
+        "--directory",
+        str(OUT),
+        "--keep-going",
+        *(["-n"] if args.dry_run else []),
+        "--configfile",
+        str(config),
+    ]
     subprocess.run(cmd, check=not args.dry_run)
     if args.dry_run:
         return

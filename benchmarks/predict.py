@@ -47,7 +47,9 @@ def stand_in_model(out: Path) -> Path:
 
 def run_child(code: str, *args) -> dict:
     """Run `code` in a fresh Python; it prints one JSON line. Adds the child's own peak RSS (MB)."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if status:
@@ -80,7 +82,9 @@ print(json.dumps({"texts": len(texts), "seconds": seconds}))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, default=ROOT / "results/export/debian_sections")
     ap.add_argument("--texts", type=int, default=1_000_000)
     ap.add_argument("--pipeline-texts", type=int, default=20_000)
@@ -92,7 +96,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model if (args.model / "config.json").exists() else stand_in_model(tmp)
-        corpus = pd.concat(pd.read_parquet(p, columns=["text"]) for p in sorted((ROOT / "data/demo/corpus").glob("*.parquet")))
+        corpus = pd.concat(
+            pd.read_parquet(p, columns=["text"])
+            for p in sorted((ROOT / "data/demo/corpus").glob("*.parquet"))
+        )
         rng = np.random.default_rng(0)
         texts = corpus.text.to_numpy()[rng.integers(0, len(corpus), args.texts)]
         words = np.fromiter((t.count(" ") + 1 for t in texts[:100_000]), np.int64)
@@ -100,17 +107,31 @@ def main():
             pd.DataFrame({"text": texts[:n]}).to_parquet(tmp / f"in-{n}.parquet")
         pd.DataFrame({"text": texts[: args.pipeline_texts]}).to_parquet(tmp / "in-pipeline.parquet")
 
-        small = run_child(OURS, model, tmp / f"in-{args.texts // 10}.parquet", tmp / "small.parquet", args.threads)
-        ours = run_child(OURS, model, tmp / f"in-{args.texts}.parquet", tmp / "ours.parquet", args.threads)
+        small = run_child(
+            OURS, model, tmp / f"in-{args.texts // 10}.parquet", tmp / "small.parquet", args.threads
+        )
+        ours = run_child(
+            OURS, model, tmp / f"in-{args.texts}.parquet", tmp / "ours.parquet", args.threads
+        )
         theirs = run_child(
-            PIPELINE, model, tmp / "in-pipeline.parquet", tmp / "theirs.parquet", args.threads, args.pipeline_batch
+            PIPELINE,
+            model,
+            tmp / "in-pipeline.parquet",
+            tmp / "theirs.parquet",
+            args.threads,
+            args.pipeline_batch,
         )
         agree = (
-            pd.read_parquet(tmp / "ours.parquet", columns=["label"]).label.head(args.pipeline_texts).to_numpy()
+            pd.read_parquet(tmp / "ours.parquet", columns=["label"])
+            .label.head(args.pipeline_texts)
+            .to_numpy()
             == pd.read_parquet(tmp / "theirs.parquet").label.to_numpy()
         ).mean()
 
-    rate = {name: r["texts"] / r["seconds"] for name, r in (("ours", ours), ("small", small), ("pipeline", theirs))}
+    rate = {
+        name: r["texts"] / r["seconds"]
+        for name, r in (("ours", ours), ("small", small), ("pipeline", theirs))
+    }
     lines = [
         f"# Prediction on new texts ({time.strftime('%Y-%m-%d')})",
         "",

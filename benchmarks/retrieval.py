@@ -58,12 +58,16 @@ def make_corpus(path: Path, n_docs: int, seed: int) -> None:
         for lo in range(0, n_docs, 100_000):
             hi = min(lo + 100_000, n_docs)
             docs = [" ".join(sentences[picks[bounds[i] : bounds[i + 1]]]) for i in range(lo, hi)]
-            writer.write_table(pa.table({"doc_id": np.arange(lo, hi), "text": docs}, schema=SHARD_SCHEMA))
+            writer.write_table(
+                pa.table({"doc_id": np.arange(lo, hi), "text": docs}, schema=SHARD_SCHEMA)
+            )
 
 
 def keyword_speed() -> float:
     """RAKE keyword queries per second over the demo task's texts (one thread)."""
-    texts = pd.concat([pd.read_parquet(DEMO / "task" / f"{s}.parquet")["text"] for s in ("train", "dev", "test")]).tolist()
+    texts = pd.concat(
+        [pd.read_parquet(DEMO / "task" / f"{s}.parquet")["text"] for s in ("train", "dev", "test")]
+    ).tolist()
     start = time.perf_counter()
     for t in texts:
         make_query(t, "keywords", 20)
@@ -72,7 +76,9 @@ def keyword_speed() -> float:
 
 def task_queries(n: int) -> list[list[str]]:
     """n tokenized queries: every task text as RAKE keywords, then as raw text, dropping empty ones."""
-    texts = pd.concat([pd.read_parquet(DEMO / "task" / f"{s}.parquet")["text"] for s in ("train", "dev", "test")]).tolist()
+    texts = pd.concat(
+        [pd.read_parquet(DEMO / "task" / f"{s}.parquet")["text"] for s in ("train", "dev", "test")]
+    ).tolist()
     analyze = Analyzer(**ANALYZER)
     queries = [analyze(make_query(t, mode, 20)) for mode in ("keywords", "raw") for t in texts]
     return [q for q in queries if q][:n]
@@ -97,7 +103,9 @@ def step_build_bm25s(work: Path, corpus: Path) -> dict:
 
     start = time.perf_counter()
     texts = pq.read_table(corpus, columns=["text"])["text"].to_pylist()
-    tokens = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+    tokens = bm25s.tokenize(
+        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
+    )
     bm25s.BM25(method="lucene").index(tokens, show_progress=False)
     return {"seconds": time.perf_counter() - start}
 
@@ -113,7 +121,9 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
         seconds = time.perf_counter() - start
         terms, ptr = index.term_ids(queries)  # bm25s reads every posting of every query term
         df = np.diff(index.scores["indptr"])
-        distinct = sum(int(df[np.unique(terms[ptr[q] : ptr[q + 1]])].sum()) for q in range(len(queries)))  # ours: a repeat once
+        distinct = sum(
+            int(df[np.unique(terms[ptr[q] : ptr[q + 1]])].sum()) for q in range(len(queries))
+        )  # ours: a repeat once
         result = {
             "seconds": seconds,
             "queries": len(queries),
@@ -122,9 +132,13 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
             "distinct_postings_per_query": distinct / len(queries),
             **_save(hits, work, method, threads),
         }
-        if threads == 1:  # the ceiling of an exhaustive kernel: reading the postings, scoring nothing
+        if (
+            threads == 1
+        ):  # the ceiling of an exhaustive kernel: reading the postings, scoring nothing
             sc = index.scores
-            read_postings(terms[: ptr[min(50, len(queries))]], sc["data"], sc["indices"], sc["indptr"])  # compile
+            read_postings(
+                terms[: ptr[min(50, len(queries))]], sc["data"], sc["indices"], sc["indptr"]
+            )  # compile
             start = time.perf_counter()
             read_postings(terms, sc["data"], sc["indices"], sc["indptr"])
             result["read_only_qps"] = len(queries) / (time.perf_counter() - start)
@@ -136,18 +150,41 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
         retriever = index.retriever
         retriever.backend = "numba" if method == "bm25s-numba" else "numpy"
         known = [[t for t in q if t in index.vocab] for q in queries]
-        qids = np.array([i for i, q in enumerate(known) if q])  # bm25s refuses queries without a known term
+        qids = np.array(
+            [i for i, q in enumerate(known) if q]
+        )  # bm25s refuses queries without a known term
         known = [known[i] for i in qids]
-        opts = dict(k=k, backend_selection=retriever.backend, show_progress=False, n_threads=threads if threads > 1 else 0)
+        opts = dict(
+            k=k,
+            backend_selection=retriever.backend,
+            show_progress=False,
+            n_threads=threads if threads > 1 else 0,
+        )
         retriever.retrieve(known[:50], **opts)  # compile
         start = time.perf_counter()
         res = retriever.retrieve(known, **opts)
         seconds = time.perf_counter() - start
         keep = res.scores > 0  # bm25s fills its top-k with zero-score documents
-        hits = pd.DataFrame({"query_id": np.repeat(qids, keep.sum(1)), "doc_id": res.documents[keep], "score": res.scores[keep]})
-        return {"seconds": seconds, "queries": len(known), "qps": len(known) / seconds, **_save(hits, work, method, threads)}
+        hits = pd.DataFrame(
+            {
+                "query_id": np.repeat(qids, keep.sum(1)),
+                "doc_id": res.documents[keep],
+                "score": res.scores[keep],
+            }
+        )
+        return {
+            "seconds": seconds,
+            "queries": len(known),
+            "qps": len(known) / seconds,
+            **_save(hits, work, method, threads),
+        }
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "queries": len(queries), "qps": len(queries) / seconds, **_save(hits, work, method, threads)}
+    return {
+        "seconds": seconds,
+        "queries": len(queries),
+        "qps": len(queries) / seconds,
+        **_save(hits, work, method, threads),
+    }
 
 
 @numba.njit(fastmath=True)
@@ -155,7 +192,9 @@ def read_postings(terms, data, indices, indptr):
     """Sum every posting's doc id and score of the query terms: the reading, without the scoring."""
     docs, scores = 0, 0.0
     for t in terms:
-        for p in range(np.uintp(indptr[t]), np.uintp(indptr[t + 1])):  # unsigned: no negative-index fix-up
+        for p in range(
+            np.uintp(indptr[t]), np.uintp(indptr[t + 1])
+        ):  # unsigned: no negative-index fix-up
             docs += indices[p]
             scores += data[p]
     return docs + scores
@@ -200,16 +239,25 @@ def step_pruning(work: Path, corpus: str, n_queries: int, k: int) -> dict:
     if corpus == "demo":
         index_dir = work.parent / "demo-index"
         if not (index_dir / "index").exists():
-            texts = pd.concat([pd.read_parquet(f, columns=["text"]) for f in sorted((DEMO / "corpus").glob("*.parquet"))])["text"]
+            texts = pd.concat(
+                [
+                    pd.read_parquet(f, columns=["text"])
+                    for f in sorted((DEMO / "corpus").glob("*.parquet"))
+                ]
+            )["text"]
             index_dir.mkdir(parents=True, exist_ok=True)
-            table = pa.table({"doc_id": np.arange(len(texts)), "text": texts.tolist()}, schema=SHARD_SCHEMA)
+            table = pa.table(
+                {"doc_id": np.arange(len(texts)), "text": texts.tolist()}, schema=SHARD_SCHEMA
+            )
             pq.write_table(table, index_dir / "corpus.parquet")
             step_build_ours(index_dir, index_dir / "corpus.parquet", os.cpu_count())
         work = index_dir
     return pruning_bounds(ShardIndex(work / "index"), task_queries(10_000), k, n_queries)
 
 
-def pruning_bounds(index: ShardIndex, queries: list[list[str]], k: int, n_sample: int, blocks=(8, 32, 128)) -> dict:
+def pruning_bounds(
+    index: ShardIndex, queries: list[list[str]], k: int, n_sample: int, blocks=(8, 32, 128)
+) -> dict:
     """The best case of two pruning methods on a random sample of queries: each query's exact k-th
     score theta known from the start (a real search only approaches it).
 
@@ -229,10 +277,16 @@ def pruning_bounds(index: ShardIndex, queries: list[list[str]], k: int, n_sample
     for b in blocks:  # per (term, block): the block's largest score of the term, in CSC order
         key = term_of * (index.num_docs // b + 1) + indices // b
         first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        block_max[b] = (indices[first] // b, np.maximum.reduceat(data, first), np.searchsorted(first, indptr))
+        block_max[b] = (
+            indices[first] // b,
+            np.maximum.reduceat(data, first),
+            np.searchsorted(first, indptr),
+        )
     del term_of
     terms, ptr = index.term_ids(queries)
-    sample = [q for q in np.random.default_rng(0).permutation(len(queries)) if ptr[q + 1] > ptr[q]][:n_sample]
+    sample = [q for q in np.random.default_rng(0).permutation(len(queries)) if ptr[q + 1] > ptr[q]][
+        :n_sample
+    ]
     essential, passed, entries, postings = [], {b: [] for b in blocks}, {b: 0 for b in blocks}, 0
     for q in sample:
         ids = terms[ptr[q] : ptr[q + 1]]
@@ -255,7 +309,13 @@ def pruning_bounds(index: ShardIndex, queries: list[list[str]], k: int, n_sample
         "docs": index.num_docs,
         "queries": len(sample),
         "maxscore_essential_share": float(np.mean(essential)),
-        "blockmax": {b: {"blocks_share": float(np.mean(passed[b])), "maxima_per_posting": entries[b] / postings} for b in blocks},
+        "blockmax": {
+            b: {
+                "blocks_share": float(np.mean(passed[b])),
+                "maxima_per_posting": entries[b] / postings,
+            }
+            for b in blocks
+        },
     }
 
 
@@ -267,7 +327,9 @@ def _save(hits: pd.DataFrame, work: Path, method: str, threads: int) -> dict:
 
 def run_step(args: list[str]) -> dict:
     """Run one step in a fresh interpreter; return its result with the process's peak RSS."""
-    proc = subprocess.run([sys.executable, __file__, "--step", *args], stdout=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--step", *args], stdout=subprocess.PIPE, text=True, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -298,15 +360,31 @@ def machine() -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--docs", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=10_000)
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--numpy-queries", type=int, default=200, help="bm25s numpy is slow: time it on this many queries")
-    p.add_argument("--pruning-queries", type=int, default=300, help="queries sampled for the pruning bounds")
-    p.add_argument("--reference-queries", type=int, default=1000, help="queries checked against the exhaustive reference")
-    p.add_argument("--rank-bm25", type=int, nargs=2, default=(20_000, 100), metavar=("DOCS", "QUERIES"))
+    p.add_argument(
+        "--numpy-queries",
+        type=int,
+        default=200,
+        help="bm25s numpy is slow: time it on this many queries",
+    )
+    p.add_argument(
+        "--pruning-queries", type=int, default=300, help="queries sampled for the pruning bounds"
+    )
+    p.add_argument(
+        "--reference-queries",
+        type=int,
+        default=1000,
+        help="queries checked against the exhaustive reference",
+    )
+    p.add_argument(
+        "--rank-bm25", type=int, nargs=2, default=(20_000, 100), metavar=("DOCS", "QUERIES")
+    )
     p.add_argument("--work", type=Path, default=ROOT / "results" / "bench" / "retrieval")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "retrieval.md")
     p.add_argument("--seed", type=int, default=0)
@@ -315,7 +393,9 @@ def main() -> None:
     if args.step:  # VmHWM: this process's peak RSS (ru_maxrss would count the forked parent's too)
         result = _dispatch(args.step)
         peak_kb = next(
-            int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
+            int(line.split()[1])
+            for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith("VmHWM")
         )
         return print(json.dumps({**result, "peak_rss_mb": peak_kb / 1024}))
 
@@ -338,7 +418,9 @@ def main() -> None:
             json.dumps(
                 {
                     "build_ours": run_step(["build_ours", w, str(corpus), "1"]),
-                    f"build_ours_{args.threads}": run_step(["build_ours", w, str(corpus), str(args.threads)]),
+                    f"build_ours_{args.threads}": run_step(
+                        ["build_ours", w, str(corpus), str(args.threads)]
+                    ),
                     "build_bm25s": run_step(["build_bm25s", w, str(corpus)]),
                 }
             )
@@ -364,9 +446,15 @@ def main() -> None:
     reference = pd.read_parquet(res["exhaustive-1"]["hits"])
     ours = pd.read_parquet(res["ours-1"]["hits"])
     res["agreement"] = {
-        "ours-1 vs exhaustive (doc ids)": agreement(ours[ours.query_id < args.reference_queries], reference, True),
-        f"ours-{args.threads} vs ours-1 (doc ids)": agreement(pd.read_parquet(res[f"ours-{args.threads}"]["hits"]), ours, True),
-        "bm25s-numba vs exhaustive (scores)": agreement(pd.read_parquet(res["bm25s-numba-1"]["hits"]), reference, False),
+        "ours-1 vs exhaustive (doc ids)": agreement(
+            ours[ours.query_id < args.reference_queries], reference, True
+        ),
+        f"ours-{args.threads} vs ours-1 (doc ids)": agreement(
+            pd.read_parquet(res[f"ours-{args.threads}"]["hits"]), ours, True
+        ),
+        "bm25s-numba vs exhaustive (scores)": agreement(
+            pd.read_parquet(res["bm25s-numba-1"]["hits"]), reference, False
+        ),
     }
     report = render(res, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -450,10 +538,19 @@ def render(res: dict, args) -> str:
             None,
         ),
     ]
-    per_query, distinct = res["ours-1"]["postings_per_query"], res["ours-1"]["distinct_postings_per_query"]
-    rate = {"ours": res["ours-1"]["qps"] * distinct, "bm25s-numba": res["bm25s-numba-1"]["qps"] * per_query}
+    per_query, distinct = (
+        res["ours-1"]["postings_per_query"],
+        res["ours-1"]["distinct_postings_per_query"],
+    )
+    rate = {
+        "ours": res["ours-1"]["qps"] * distinct,
+        "bm25s-numba": res["bm25s-numba-1"]["qps"] * per_query,
+    }
     pruning = []
-    for name, label in (("synthetic", "this corpus"), ("demo", "the demo corpus's real documents, in their own order")):
+    for name, label in (
+        ("synthetic", "this corpus"),
+        ("demo", "the demo corpus's real documents, in their own order"),
+    ):
         pr = res[f"pruning_{name}"]
         pruning.append(
             f"- {label} ({pr['docs']:,} docs, {pr['queries']} queries): MaxScore's essential lists hold "

@@ -69,7 +69,8 @@ def make_corpus(out: Path, n_docs: int, n_files: int, seed: int) -> None:
                 bounds = np.r_[0, np.cumsum(sizes)]
                 fh.write(
                     "".join(
-                        json.dumps({"text": " ".join(sentences[picks[bounds[i] : bounds[i + 1]]])}) + "\n"
+                        json.dumps({"text": " ".join(sentences[picks[bounds[i] : bounds[i + 1]]])})
+                        + "\n"
                         for i in range(len(sizes))
                     )
                 )
@@ -81,11 +82,14 @@ def make_task(out: Path, n_train: int, seed: int) -> None:
     train = pd.read_parquet(DEMO / "task" / "train.parquet").head(n_train)
     rng = np.random.default_rng(seed)
     by_label = {
-        label: np.array([s for t in g.text for s in SENTENCE_END.split(t)], dtype=object) for label, g in train.groupby("label")
+        label: np.array([s for t in g.text for s in SENTENCE_END.split(t)], dtype=object)
+        for label, g in train.groupby("label")
     }
     labels = rng.choice(sorted(by_label), n_train - len(train))
     texts = [" ".join(rng.choice(by_label[label], rng.integers(3, 7))) for label in labels]
-    pd.concat([train, pd.DataFrame({"text": texts, "label": labels})], ignore_index=True).to_parquet(out / "train.parquet")
+    pd.concat(
+        [train, pd.DataFrame({"text": texts, "label": labels})], ignore_index=True
+    ).to_parquet(out / "train.parquet")
     for split in ("dev", "test"):
         pd.read_parquet(DEMO / "task" / f"{split}.parquet").to_parquet(out / f"{split}.parquet")
 
@@ -121,7 +125,9 @@ def stage_table(work: Path, n_docs: int, n_queries: int) -> list[dict]:
             "written_mb": sum(b.io_out for b in bench),
         }
         if stage in rate:
-            row["rate"] = f"{rate[stage] / span:,.0f} {'docs' if rate[stage] == n_docs else 'queries'}/s"
+            row["rate"] = (
+                f"{rate[stage] / span:,.0f} {'docs' if rate[stage] == n_docs else 'queries'}/s"
+            )
         rows.append(row)
     return rows
 
@@ -143,7 +149,10 @@ def check_sample(work: Path, fraction: float, k: int, seed: int) -> tuple[int, f
         ],
         k,
     )
-    ours = pd.read_parquet(work / "results/retrieval/scale/topk.parquet", filters=[("query_id", "in", sample.query_id.tolist())])
+    ours = pd.read_parquet(
+        work / "results/retrieval/scale/topk.parquet",
+        filters=[("query_id", "in", sample.query_id.tolist())],
+    )
     hits = {
         name: {q: list(zip(g.doc_id, g.score)) for q, g in frame.groupby("query_id")}
         for name, frame in (("ours", ours), ("reference", reference))
@@ -169,8 +178,18 @@ def dag_seconds(work: Path, shards: int = 1000, tasks: int = 3) -> float:
         "runs": {"tlm": {"external": "bm25"}},
     }
     (dag / "config.yaml").write_text(yaml.safe_dump(cfg))
-    base = [*SNAKEMAKE, "--directory", str(dag), "--configfile", str(dag / "config.yaml"), "--cores", "2"]
-    subprocess.run([*base, "--touch", "results/corpus"], capture_output=True, check=True)  # the checkpoint is done
+    base = [
+        *SNAKEMAKE,
+        "--directory",
+        str(dag),
+        "--configfile",
+        str(dag / "config.yaml"),
+        "--cores",
+        "2",
+    ]
+    subprocess.run(
+        [*base, "--touch", "results/corpus"], capture_output=True, check=True
+    )  # the checkpoint is done
     start = time.perf_counter()
     out = subprocess.run([*base, "-n"], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - start
@@ -179,14 +198,21 @@ def dag_seconds(work: Path, shards: int = 1000, tasks: int = 3) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--docs", type=int, default=10_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--shard-size", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
-    ap.add_argument("--sample", type=float, default=0.01, help="share of the queries checked against exhaustive scoring")
+    ap.add_argument(
+        "--sample",
+        type=float,
+        default=0.01,
+        help="share of the queries checked against exhaustive scoring",
+    )
     ap.add_argument("--work", type=Path, default=ROOT / "results/bench/scale")
     ap.add_argument("--out", type=Path, default=ROOT / "results/bench/scale.md")
     ap.add_argument("--seed", type=int, default=0)
@@ -201,7 +227,9 @@ def main() -> None:
         (corpus / "done").write_text(f"{time.perf_counter() - start:.0f} s\n")
     cfg = yaml.safe_load((Path(__file__).parent / "scale.yaml").read_text())
     cfg["corpus"] |= {"paths": [str(corpus / "*.jsonl.gz")], "shard_size": args.shard_size}
-    cfg["tasks"]["scale"] |= {s: str(task / f"{s}.parquet") for s in ("train", "dev", "test")} | {"top_k": args.top_k}
+    cfg["tasks"]["scale"] |= {s: str(task / f"{s}.parquet") for s in ("train", "dev", "test")} | {
+        "top_k": args.top_k
+    }
     cfg["resources"]["index_threads"] = args.cores
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
@@ -252,7 +280,9 @@ def main() -> None:
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    (work / "stages.json").write_text(json.dumps({"wall": wall, "rows": rows, "agree": agree, "dag": dag}, indent=2))
+    (work / "stages.json").write_text(
+        json.dumps({"wall": wall, "rows": rows, "agree": agree, "dag": dag}, indent=2)
+    )
     print(text)
 
 

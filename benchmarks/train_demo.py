@@ -30,7 +30,9 @@ EXTERNAL = {"bm25": "external", "random": "random", "none": None}
 
 def train_again(models: Path, run: str, seed: int, tmp: Path) -> dict:
     stage_dirs = []
-    labels = read_json(models.parent.parent / "tasks" / models.name / "labels.json")["labels"]  # results/tasks/{task}/
+    labels = read_json(models.parent.parent / "tasks" / models.name / "labels.json")[
+        "labels"
+    ]  # results/tasks/{task}/
     for stage in ("stage1", "stage2"):
         settings = read_json(models / run / f"seed{seed}" / stage / "train_result.json")["settings"]
         external = EXTERNAL[settings["external"]] if stage == "stage1" else None
@@ -51,7 +53,9 @@ def train_again(models: Path, run: str, seed: int, tmp: Path) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", type=Path, default=Path("results/models/debian_sections"))
     ap.add_argument("--metrics", type=Path, default=Path("results/metrics/debian_sections"))
     ap.add_argument("--runs", nargs="+", default=["tlm"])
@@ -60,7 +64,11 @@ def main():
     args = ap.parse_args()
 
     device = pick_device()
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(0)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     lines = [
         f"# The demo's training again on {name} (seed {args.seed})",
         "",

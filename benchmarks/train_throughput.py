@@ -53,7 +53,12 @@ SEQ = 128
 class Tokenizer:
     """What train_stage needs of a tokenizer: special ids and the vocabulary size (BERT's)."""
 
-    pad_token_id, mask_token_id, sep_token_id, all_special_ids = 0, 103, 102, [0, 100, 101, 102, 103]
+    pad_token_id, mask_token_id, sep_token_id, all_special_ids = (
+        0,
+        103,
+        102,
+        [0, 100, 101, 102, 103],
+    )
 
     def __len__(self):
         return VOCAB
@@ -69,7 +74,10 @@ def peak_flops(device: torch.device) -> tuple[float, str]:
     """Measured matmul FLOP/s (fp32 on CPU, bf16 on GPU) and the peak MFU is taken against."""
     n = 4096 if device.type == "cuda" else 2048
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a, b = (
+        torch.randn(n, n, device=device, dtype=dtype),
+        torch.randn(n, n, device=device, dtype=dtype),
+    )
     for _ in range(3):
         a @ b
     reps = 50 if device.type == "cuda" else 10
@@ -84,14 +92,21 @@ def peak_flops(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(0)
         peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in name), measured)
-        return peak, f"dense bf16 peak {peak / 1e12:.0f} TFLOP/s (measured bf16 matmul {measured / 1e12:.0f})"
+        return (
+            peak,
+            f"dense bf16 peak {peak / 1e12:.0f} TFLOP/s (measured bf16 matmul {measured / 1e12:.0f})",
+        )
     return measured, f"measured fp32 matmul {measured / 1e9:.0f} GFLOP/s"
 
 
 def full_vocab_forward(self, input_ids, attention_mask, mlm_labels=None):
     """The plain HF way: vocabulary logits at every position, then the masked ones picked."""
     hidden = self.electra(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    mlm = self.generator_lm_head(self.generator_predictions(hidden))[mlm_labels != -100] if mlm_labels is not None else None
+    mlm = (
+        self.generator_lm_head(self.generator_predictions(hidden))[mlm_labels != -100]
+        if mlm_labels is not None
+        else None
+    )
     return TLMOutput(logits=self.classifier(hidden), mlm_logits=mlm)
 
 
@@ -108,7 +123,15 @@ def demo_lengths(n: int, rng) -> np.ndarray:
 
 
 def measure(
-    preset: str, batch: int, steps: int, attn: str, masked: bool, precision: str, compile_: bool, lengths: str, pack: bool = False
+    preset: str,
+    batch: int,
+    steps: int,
+    attn: str,
+    masked: bool,
+    precision: str,
+    compile_: bool,
+    lengths: str,
+    pack: bool = False,
 ) -> dict:
     """Real (non-padding) tokens/s and FLOP/s of the training step, and the padding share."""
     rng = np.random.default_rng(0)
@@ -124,7 +147,12 @@ def measure(
     model = TLMModel(cfg)
     warm = 2
     stage = StageConfig(
-        max_steps=warm + steps, batch_size=batch, learning_rate=1e-4, rho1=10**9, precision=precision, compile=compile_
+        max_steps=warm + steps,
+        batch_size=batch,
+        learning_rate=1e-4,
+        rho1=10**9,
+        precision=precision,
+        compile=compile_,
     )
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -133,12 +161,21 @@ def measure(
         log = Path(tmp) / "log.csv"
         tok = Tokenizer()
         external = Batches(store, batch, 0, 1, bucket=50, max_len=SEQ, sep_id=102, pack=pack)
-        train_stage(model, stage, StageData(tok, Batches(store, batch, 0, 0), external), log, keep_best=False)
+        train_stage(
+            model,
+            stage,
+            StageData(tok, Batches(store, batch, 0, 0), external),
+            log,
+            keep_best=False,
+        )
         with open(log) as fh:
             rows = list(csv.DictReader(fh))
     a, b = rows[warm - 1], rows[-1]
     seconds = float(b["seconds"]) - float(a["seconds"])
-    tokens, padded = int(b["tokens"]) - int(a["tokens"]), int(b["padded_tokens"]) - int(a["padded_tokens"])
+    tokens, padded = (
+        int(b["tokens"]) - int(a["tokens"]),
+        int(b["padded_tokens"]) - int(a["padded_tokens"]),
+    )
     return {
         "tokens_per_s": tokens / seconds,
         "flops_per_s": (int(b["flops"]) - int(a["flops"])) / seconds,
@@ -148,10 +185,17 @@ def measure(
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=sorted(PRESETS))
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=0, help="sequences per step (default: 32 on GPU/tiny, 8 for base on CPU)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="sequences per step (default: 32 on GPU/tiny, 8 for base on CPU)",
+    )
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--out", default="results/bench/train_throughput.md")
     args = ap.parse_args()

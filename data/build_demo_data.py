@@ -64,7 +64,14 @@ MIN_MAN_PARA_CHARS = 80
 MIN_CORPUS_DOCS = 200_000
 CORPUS_SHARD_ROWS = 100_000
 ZSTD_LEVEL = 19
-DEB_PACKAGES = ["dict-gcide", "dict-foldoc", "dict-jargon", "wordnet-base", "manpages", "manpages-dev"]
+DEB_PACKAGES = [
+    "dict-gcide",
+    "dict-foldoc",
+    "dict-jargon",
+    "wordnet-base",
+    "manpages",
+    "manpages-dev",
+]
 
 
 def log(msg: str) -> None:
@@ -86,7 +93,11 @@ def find_list(kind: str) -> str:
         pat = "*_dists_bookworm_main_binary-amd64_Packages*"
     else:
         pat = "*_dists_bookworm_main_i18n_Translation-en*"
-    hits = sorted(p for p in glob.glob(os.path.join(APT_LISTS, pat)) if not p.endswith((".diff_Index", "IndexDiff")))
+    hits = sorted(
+        p
+        for p in glob.glob(os.path.join(APT_LISTS, pat))
+        if not p.endswith((".diff_Index", "IndexDiff"))
+    )
     if not hits:
         sys.exit(f"no {pat} under {APT_LISTS}: run `apt-get update -o Acquire::Languages=en`")
     return hits[0]
@@ -94,7 +105,9 @@ def find_list(kind: str) -> str:
 
 def read_list(path: str) -> str:
     """Decompress an apt list file (any compression apt uses) via apt-helper."""
-    raw = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", path], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["/usr/lib/apt/apt-helper", "cat-file", path], check=True, capture_output=True
+    ).stdout
     return raw.decode("utf-8", errors="replace")
 
 
@@ -187,7 +200,10 @@ def build_task(pk: pd.DataFrame, seed: int):
     top = list(counts["section"][:N_SECTIONS])
     log(
         "sources per section (one package per source): "
-        + ", ".join(f"{s}={c}" for s, c in zip(counts["section"][: N_SECTIONS + 3], counts["count"][: N_SECTIONS + 3]))
+        + ", ".join(
+            f"{s}={c}"
+            for s, c in zip(counts["section"][: N_SECTIONS + 3], counts["count"][: N_SECTIONS + 3])
+        )
     )
     splits = {k: [] for k in PER_SECTION}
     for sec in sorted(top):
@@ -203,7 +219,9 @@ def build_task(pk: pd.DataFrame, seed: int):
         df = df.iloc[np.random.default_rng([seed, 2, len(out)]).permutation(len(df))]
         used_sources |= set(df["source"])
         texts |= set(df["text"])
-        out[split] = df.rename(columns={"section": "label"})[["text", "label"]].reset_index(drop=True)
+        out[split] = df.rename(columns={"section": "label"})[["text", "label"]].reset_index(
+            drop=True
+        )
     return out, used_sources, texts, top, counts
 
 
@@ -212,9 +230,14 @@ def build_task(pk: pd.DataFrame, seed: int):
 # ---------------------------------------------------------------------------
 
 # A few stray Windows-1252 bytes (e.g. 0x92 for an apostrophe) occur in GCIDE.
-codecs.register_error("cp1252_fallback", lambda e: (e.object[e.start : e.end].decode("cp1252", errors="replace"), e.end))
+codecs.register_error(
+    "cp1252_fallback",
+    lambda e: (e.object[e.start : e.end].decode("cp1252", errors="replace"), e.end),
+)
 
-B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+B64 = {
+    c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
 
 
 def b64num(s: str) -> int:
@@ -380,7 +403,9 @@ def wordnet_docs() -> list[str]:
                     continue
                 tok = head.split()
                 n = int(tok[3], 16)
-                words = [re.sub(r"\([a-z]+\)$", "", w).replace("_", " ") for w in tok[4 : 4 + 2 * n : 2]]
+                words = [
+                    re.sub(r"\([a-z]+\)$", "", w).replace("_", " ") for w in tok[4 : 4 + 2 * n : 2]
+                ]
                 docs.append(collapse(", ".join(words) + ": " + gloss))
     return docs
 
@@ -441,7 +466,17 @@ _ESCAPE = re.compile(
     r"|[n$](?:\(..|\[[^\]]*\]|.)"  # number registers, macro arguments
     r"|(.))"
 )
-_SIMPLE_ESC = {"-": "-", "e": "\\", "\\": "\\", "~": " ", " ": " ", "0": " ", "'": "'", "`": "`", ".": "."}
+_SIMPLE_ESC = {
+    "-": "-",
+    "e": "\\",
+    "\\": "\\",
+    "~": " ",
+    " ": " ",
+    "0": " ",
+    "'": "'",
+    "`": "`",
+    ".": ".",
+}
 _FONT_MACROS = {"B", "I", "SM", "SB"}
 _ALT_MACROS = {"BR", "RB", "IR", "RI", "BI", "IB"}
 _BREAK_MACROS = {
@@ -484,7 +519,10 @@ def _esc(m: re.Match) -> str:
 
 
 def _macro_args(s: str) -> list[str]:
-    return [a[1:-1] if a.startswith('"') and a.endswith('"') and len(a) > 1 else a for a in re.findall(r'"[^"]*"?|\S+', s)]
+    return [
+        a[1:-1] if a.startswith('"') and a.endswith('"') and len(a) > 1 else a
+        for a in re.findall(r'"[^"]*"?|\S+', s)
+    ]
 
 
 def man_paragraphs(src: str) -> list[str]:
@@ -535,11 +573,15 @@ def man_paragraphs(src: str) -> list[str]:
 def manpage_docs() -> tuple[list[str], Counter, int]:
     files = []
     for pkg in ("manpages", "manpages-dev"):
-        listed = subprocess.run(["dpkg-query", "-L", pkg], check=True, capture_output=True, text=True).stdout.split("\n")
+        listed = subprocess.run(
+            ["dpkg-query", "-L", pkg], check=True, capture_output=True, text=True
+        ).stdout.split("\n")
         files += [
             p
             for p in listed
-            if re.fullmatch(r"/usr/share/man/man[23457]/[^/]+\.gz", p) and os.path.isfile(p) and not os.path.islink(p)
+            if re.fullmatch(r"/usr/share/man/man[23457]/[^/]+\.gz", p)
+            and os.path.isfile(p)
+            and not os.path.islink(p)
         ]
     docs, licences, pages = [], Counter(), 0
     for path in sorted(set(files)):
@@ -619,7 +661,10 @@ def dep5_licences(pkg: str) -> str:
 
 def write_stats(task, corpus, paths, top, sec_counts, man_licences, man_pages, seed, gcide_total):
     versions = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"] + DEB_PACKAGES, check=True, capture_output=True, text=True
+        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"] + DEB_PACKAGES,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split("\n")
     lines = [
         "# Demo data: generated statistics",
@@ -634,7 +679,11 @@ def write_stats(task, corpus, paths, top, sec_counts, man_licences, man_pages, s
     for kind in ("Packages", "Translation-en"):
         p = find_list(kind)
         lines.append(f"| `{os.path.basename(p)}` | `{sha256(p)}` |")
-    lines += ["", "| package | version | License fields in /usr/share/doc/PKG/copyright |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        "| package | version | License fields in /usr/share/doc/PKG/copyright |",
+        "| --- | --- | --- |",
+    ]
     for row in versions:
         if row:
             pkg, ver = row.split("\t")
@@ -649,13 +698,21 @@ def write_stats(task, corpus, paths, top, sec_counts, man_licences, man_pages, s
     ]
     lines += [f"| {k} | {v} |" for k, v in man_licences.most_common()]
 
-    lines += ["", "## Files", "", "| file | rows | bytes | mean words/doc |", "| --- | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Files",
+        "",
+        "| file | rows | bytes | mean words/doc |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     total = 0
     for split, df in task.items():
         p = os.path.join(OUT, "task", f"{split}.parquet")
         size = os.path.getsize(p)
         total += size
-        lines.append(f"| `demo/task/{split}.parquet` | {len(df)} | {size} | {words(df['text']):.1f} |")
+        lines.append(
+            f"| `demo/task/{split}.parquet` | {len(df)} | {size} | {words(df['text']):.1f} |"
+        )
     for p in paths:
         n = pq.ParquetFile(p).metadata.num_rows
         size = os.path.getsize(p)
@@ -687,7 +744,10 @@ def write_stats(task, corpus, paths, top, sec_counts, man_licences, man_pages, s
         + f" | {words(tr['text']):.1f} |"
     )
     rest = [f"{s} {c}" for s, c in zip(sec_counts["section"], sec_counts["count"]) if s not in top]
-    lines += ["", f"Sections not used ({len(rest)}), with candidate counts: " + ", ".join(rest) + "."]
+    lines += [
+        "",
+        f"Sections not used ({len(rest)}), with candidate counts: " + ", ".join(rest) + ".",
+    ]
 
     lines += [
         "",
@@ -697,8 +757,12 @@ def write_stats(task, corpus, paths, top, sec_counts, man_licences, man_pages, s
         "| --- | ---: | ---: | ---: |",
     ]
     for src, grp in corpus.groupby("source", sort=True):
-        lines.append(f"| {src} | {len(grp)} | {words(grp['text']):.1f} | {int(grp['text'].str.len().sum())} |")
-    lines.append(f"| **all** | {len(corpus)} | {words(corpus['text']):.1f} | {int(corpus['text'].str.len().sum())} |")
+        lines.append(
+            f"| {src} | {len(grp)} | {words(grp['text']):.1f} | {int(grp['text'].str.len().sum())} |"
+        )
+    lines.append(
+        f"| **all** | {len(corpus)} | {words(corpus['text']):.1f} | {int(corpus['text'].str.len().sum())} |"
+    )
     if gcide_total is not None:
         lines += [
             "",
@@ -716,17 +780,27 @@ def write_stats(task, corpus, paths, top, sec_counts, man_licences, man_pages, s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--budget-bytes", type=int, default=28_000_000, help="upper bound on the total size of all Parquet files")
+    ap.add_argument(
+        "--budget-bytes",
+        type=int,
+        default=28_000_000,
+        help="upper bound on the total size of all Parquet files",
+    )
     args = ap.parse_args()
     t0 = time.time()
     missing = [
         p
         for p in DEB_PACKAGES
-        if subprocess.run(["dpkg-query", "-W", "-f", "${Status}", p], capture_output=True, text=True).stdout
+        if subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Status}", p], capture_output=True, text=True
+        ).stdout
         != "install ok installed"
     ]
     if missing:
-        sys.exit("missing Debian packages: apt-get install -y --no-install-recommends " + " ".join(missing))
+        sys.exit(
+            "missing Debian packages: apt-get install -y --no-install-recommends "
+            + " ".join(missing)
+        )
 
     pk = load_packages()
     task, used_sources, task_texts, top, sec_counts = build_task(pk, args.seed)
@@ -769,14 +843,25 @@ def main() -> None:
         log(f"corpus {len(corpus)} docs (gcide {keep}); total {total} bytes")
         if total <= args.budget_bytes:
             break
-        g_bytes = total * (corpus["text"][corpus["source"] == "gcide"].str.len().sum() / corpus["text"].str.len().sum())
+        g_bytes = total * (
+            corpus["text"][corpus["source"] == "gcide"].str.len().sum()
+            / corpus["text"].str.len().sum()
+        )
         keep = int(keep - (total - args.budget_bytes) / (g_bytes / keep) * 1.03) - 1
         if keep <= 0:
             sys.exit("size budget cannot be met by subsampling GCIDE")
     if len(corpus) < MIN_CORPUS_DOCS:
         sys.exit(f"only {len(corpus)} corpus documents (< {MIN_CORPUS_DOCS})")
     total = write_stats(
-        task, corpus, paths, top, sec_counts, man_licences, man_pages, args.seed, gcide_total if keep < gcide_total else None
+        task,
+        corpus,
+        paths,
+        top,
+        sec_counts,
+        man_licences,
+        man_pages,
+        args.seed,
+        gcide_total if keep < gcide_total else None,
     )
     log(f"done in {time.time() - t0:.0f} s; {total} bytes in all; stats in {OUT}/STATS.md")
 

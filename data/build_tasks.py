@@ -60,7 +60,13 @@ FORTUNE_SPLIT = {"train": 280, "dev": 40, "test": 80}
 PYDOC_SPLIT = {"train": 200, "dev": 30, "test": 60}
 PYDOC_MIN_PAGES, PYDOC_MIN_PARAGRAPHS = 6, 375
 PYDOC_NOT_TOPICS = ("Superseded Modules",)
-PYDOC_SKIP = ("Source code:", "New in version", "Changed in version", "Deprecated since", "Availability")
+PYDOC_SKIP = (
+    "Source code:",
+    "New in version",
+    "Changed in version",
+    "Deprecated since",
+    "Availability",
+)
 
 
 def collapse(text: str) -> str:
@@ -84,8 +90,14 @@ def fortunes(root: Path) -> pd.DataFrame:
     """(text, label) of every fortune in the label files; entries end at a line holding only '%'."""
     rows = []
     for label in FORTUNE_LABELS:
-        raw = (root / "usr/share/games/fortunes" / label).read_text(encoding="utf-8", errors="replace")
-        rows += [(collapse(entry), label) for entry in re.split(r"^%$", raw, flags=re.M) if collapse(entry)]
+        raw = (root / "usr/share/games/fortunes" / label).read_text(
+            encoding="utf-8", errors="replace"
+        )
+        rows += [
+            (collapse(entry), label)
+            for entry in re.split(r"^%$", raw, flags=re.M)
+            if collapse(entry)
+        ]
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
@@ -120,7 +132,9 @@ def _toc(page: Path) -> list[tuple[str, str]]:
     if "toctree-wrapper" not in text:
         return []
     toc = text[text.index("toctree-wrapper") :]
-    links = re.findall(r'<li class="toctree-l1"><a class="reference internal" href="([^"#]+)">(.*?)</a>', toc)
+    links = re.findall(
+        r'<li class="toctree-l1"><a class="reference internal" href="([^"#]+)">(.*?)</a>', toc
+    )
     return [(href, collapse(re.sub("<.*?>", "", html.unescape(title)))) for href, title in links]
 
 
@@ -136,8 +150,14 @@ def pydoc(root: Path) -> pd.DataFrame:
                 continue
             text = page.read_text(encoding="utf-8")
             parser = _Paragraphs()
-            parser.feed(text[text.find('<div class="body"') : text.find('<div class="sphinxsidebar"')])
-            rows += [(p, title, href) for p in parser.out if len(p) >= 40 and not p.startswith(PYDOC_SKIP)]
+            parser.feed(
+                text[text.find('<div class="body"') : text.find('<div class="sphinxsidebar"')]
+            )
+            rows += [
+                (p, title, href)
+                for p in parser.out
+                if len(p) >= 40 and not p.startswith(PYDOC_SKIP)
+            ]
     return pd.DataFrame(rows, columns=["text", "label", "page"])
 
 
@@ -159,7 +179,10 @@ def balanced(df: pd.DataFrame, sizes: dict, rng) -> dict[str, pd.DataFrame]:
         for split, n in sizes.items():
             splits[split].append(order.iloc[start : start + n])
             start += n
-    return {s: pd.concat(parts).sample(frac=1, random_state=0).reset_index(drop=True) for s, parts in splits.items()}
+    return {
+        s: pd.concat(parts).sample(frac=1, random_state=0).reset_index(drop=True)
+        for s, parts in splits.items()
+    }
 
 
 def by_page(df: pd.DataFrame, sizes: dict, rng) -> dict[str, pd.DataFrame]:
@@ -172,28 +195,51 @@ def by_page(df: pd.DataFrame, sizes: dict, rng) -> dict[str, pd.DataFrame]:
         assigned, split_names = defaultdict(list), ["test", "dev", "train"]
         for page in order:
             # the first split (test, dev, train) still short of its size takes the page; train takes the rest
-            short = next((s for s in split_names if sum(len(group[group.page == p]) for p in assigned[s]) < sizes[s]), "train")
+            short = next(
+                (
+                    s
+                    for s in split_names
+                    if sum(len(group[group.page == p]) for p in assigned[s]) < sizes[s]
+                ),
+                "train",
+            )
             assigned[short].append(page)
         for split, pages_ in assigned.items():
             part = group[group.page.isin(pages_)]
             splits[split].append(part.iloc[rng.permutation(len(part))[: sizes[split]]])
-    return {s: pd.concat(splits[s]).sample(frac=1, random_state=0).reset_index(drop=True) for s in sizes}
+    return {
+        s: pd.concat(splits[s]).sample(frac=1, random_state=0).reset_index(drop=True) for s in sizes
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--debs", type=Path, help="a folder with the packages' .deb files (default: apt-get download)")
+    ap.add_argument(
+        "--debs",
+        type=Path,
+        help="a folder with the packages' .deb files (default: apt-get download)",
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    corpus = pd.concat(pd.read_parquet(p, columns=["text"]) for p in sorted((HERE / "demo/corpus").glob("*.parquet")))
-    corpus_digests = set(corpus.text.map(lambda t: hashlib.blake2b(t.encode(), digest_size=16).digest()))
+    corpus = pd.concat(
+        pd.read_parquet(p, columns=["text"])
+        for p in sorted((HERE / "demo/corpus").glob("*.parquet"))
+    )
+    corpus_digests = set(
+        corpus.text.map(lambda t: hashlib.blake2b(t.encode(), digest_size=16).digest())
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         debs = args.debs or Path(tmp)
         found = fetch(debs)
         root = debs / "root"
-        versions = {pkg: (deb.name, hashlib.sha256(deb.read_bytes()).hexdigest()) for pkg, deb in found.items()}
+        versions = {
+            pkg: (deb.name, hashlib.sha256(deb.read_bytes()).hexdigest())
+            for pkg, deb in found.items()
+        }
         fortune = without(fortunes(root), corpus_digests)
         doc = without(pydoc(root), corpus_digests)
 
@@ -203,7 +249,10 @@ def main() -> None:
         & (per_label.paragraphs >= PYDOC_MIN_PARAGRAPHS)
         & ~per_label.index.isin(PYDOC_NOT_TOPICS)
     ].index
-    tasks = {"fortunes": balanced(fortune, FORTUNE_SPLIT, rng), "pydoc": by_page(doc[doc.label.isin(keep)], PYDOC_SPLIT, rng)}
+    tasks = {
+        "fortunes": balanced(fortune, FORTUNE_SPLIT, rng),
+        "pydoc": by_page(doc[doc.label.isin(keep)], PYDOC_SPLIT, rng),
+    }
 
     lines = [
         "# Further tasks: generated statistics",
@@ -220,8 +269,14 @@ def main() -> None:
     for name, splits in tasks.items():
         (OUT / name).mkdir(parents=True, exist_ok=True)
         for split, df in splits.items():
-            df[["text", "label"]].to_parquet(OUT / name / f"{split}.parquet", compression="zstd", index=False)
-        counts = pd.DataFrame({s: df.label.value_counts() for s, df in splits.items()}).fillna(0).astype(int)
+            df[["text", "label"]].to_parquet(
+                OUT / name / f"{split}.parquet", compression="zstd", index=False
+            )
+        counts = (
+            pd.DataFrame({s: df.label.value_counts() for s, df in splits.items()})
+            .fillna(0)
+            .astype(int)
+        )
         words = splits["train"].text.str.split().str.len()
         lines += [
             f"## {name}",

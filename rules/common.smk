@@ -28,7 +28,11 @@ wildcard_constraints:
     shard=r"\d{5}",
     source="|".join(
         ["train", "dev", "test"]
-        + [rf"{r.source}|{r.source}-k\d+" if r.ranked else r.source for r in RETRIEVERS.values() if r.source]
+        + [
+            rf"{r.source}|{r.source}-k\d+" if r.ranked else r.source
+            for r in RETRIEVERS.values()
+            if r.source
+        ]
     ),
     seed=r"\d+",
 
@@ -58,7 +62,9 @@ def corpus_files():
 def shards(wildcards=None):
     """Shard ids, known once the shard_corpus checkpoint has run."""
     corpus = checkpoints.shard_corpus.get().output[0]
-    return sorted(p.name[len("shard-") : -len(".parquet")] for p in Path(corpus).glob("shard-*.parquet"))
+    return sorted(
+        p.name[len("shard-") : -len(".parquet")] for p in Path(corpus).glob("shard-*.parquet")
+    )
 
 
 def analyzer_params():
@@ -137,7 +143,10 @@ def run_tokenizer(wildcards):
 def tokens_max_length(wildcards):
     """A task's cached tokens are cut at the longest max_seq_length of its runs; each run cuts further."""
     runs = [run for run in TLM_RUNS if run not in CHECKPOINT_RUNS]
-    return max([run_settings(config, run, 0, wildcards.task)["model"]["max_seq_length"] for run in runs], default=8)
+    return max(
+        [run_settings(config, run, 0, wildcards.task)["model"]["max_seq_length"] for run in runs],
+        default=8,
+    )
 
 
 def sorted_keys(value):
@@ -154,14 +163,19 @@ def stage_settings(stage):
         "stage1": ("model", "stage1", "trainer", "seed", "external", "pretrained"),
         "stage2": ("model", "stage2", "trainer", "seed", "pretrained"),
     }[stage]
-    return lambda wc: sorted_keys({k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep})
+    return lambda wc: sorted_keys(
+        {k: v for k, v in run_settings(config, wc.run, int(wc.seed), wc.task).items() if k in keep}
+    )
 
 
 def stage_dirs(task, run, seed):
     """The checkpoints behind a run's metrics: stage 1, and stage 2 unless the run skips it (a plm
     run has only its fine-tuning, which is stage 2)."""
     spec = config["runs"][run]
-    return [f"results/models/{task}/{run}/seed{seed}/{s}" for s in RUN_KINDS[spec["kind"]].trained_stages(spec)]
+    return [
+        f"results/models/{task}/{run}/seed{seed}/{s}"
+        for s in RUN_KINDS[spec["kind"]].trained_stages(spec)
+    ]
 
 
 def trained_stages(wildcards):
@@ -184,7 +198,9 @@ def plm_checkpoint(wildcards):
 def uses_corpus():
     """Whether any run needs the corpus (external data, or a tokenizer trained on S)."""
     external = any(RETRIEVERS[spec["external"]].source for spec in config["runs"].values())
-    return external or (bool(set(TLM_RUNS) - set(CHECKPOINT_RUNS)) and config["tokenizer"]["path"] is None)
+    return external or (
+        bool(set(TLM_RUNS) - set(CHECKPOINT_RUNS)) and config["tokenizer"]["path"] is None
+    )
 
 
 def model_keys():

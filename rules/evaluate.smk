@@ -31,7 +31,9 @@ rule evaluate:
 
 rule train_tfidf:
     input:
-        multiext("results/tasks/{task}/", "train.parquet", "dev.parquet", "test.parquet", "labels.json"),
+        multiext(
+            "results/tasks/{task}/", "train.parquet", "dev.parquet", "test.parquet", "labels.json"
+        ),
     output:
         "results/metrics/{task}/{run}/seed{seed}.json",
     log:
@@ -48,11 +50,15 @@ rule train_tfidf:
 
 rule summarize:
     input:
-        metrics=expand("results/metrics/{task}/{run}/seed{seed}.json", task=TASKS, run=RUNS, seed=SEEDS),
+        metrics=expand(
+            "results/metrics/{task}/{run}/seed{seed}.json", task=TASKS, run=RUNS, seed=SEEDS
+        ),
         hygiene=expand("results/tasks/{task}/hygiene.json", task=TASKS),
         corpus=["results/corpus"] if uses_corpus() else [],
     output:
-        md=report("results/summary.md", caption="../report/summary.rst", category="Quality and cost"),
+        md=report(
+            "results/summary.md", caption="../report/summary.rst", category="Quality and cost"
+        ),
         csv="results/summary.csv",
     log:
         "logs/summarize.log",
@@ -68,8 +74,15 @@ rule summarize:
 
 rule plot_task:
     input:
-        metrics=lambda wc: expand(f"results/metrics/{wc.task}/{{run}}/seed{{seed}}.json", run=RUNS, seed=SEEDS),
-        stages=lambda wc: [d for run in TLM_RUNS + PLM_RUNS for seed in SEEDS for d in stage_dirs(wc.task, run, seed)],
+        metrics=lambda wc: expand(
+            f"results/metrics/{wc.task}/{{run}}/seed{{seed}}.json", run=RUNS, seed=SEEDS
+        ),
+        stages=lambda wc: [
+            d
+            for run in TLM_RUNS + PLM_RUNS
+            for seed in SEEDS
+            for d in stage_dirs(wc.task, run, seed)
+        ],
     output:
         quality=report(
             "results/plots/{task}/quality_vs_flops.png",
@@ -84,7 +97,10 @@ rule plot_task:
             subcategory="{task}",
         ),
         runs=report(
-            "results/plots/{task}/runs.png", caption="../report/runs.rst", category="Quality and cost", subcategory="{task}"
+            "results/plots/{task}/runs.png",
+            caption="../report/runs.rst",
+            category="Quality and cost",
+            subcategory="{task}",
         ),
     log:
         "logs/plot_task/{task}.log",
@@ -105,7 +121,10 @@ rule retrieval_report:
         corpus="results/corpus",
     output:
         report(
-            "results/report/{task}/retrieval.html", caption="../report/retrieval.rst", category="Retrieval", subcategory="{task}"
+            "results/report/{task}/retrieval.html",
+            caption="../report/retrieval.rst",
+            category="Retrieval",
+            subcategory="{task}",
         ),
     log:
         "logs/retrieval_report/{task}.log",

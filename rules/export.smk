@@ -29,7 +29,9 @@ rule package_model:
 
 rule export_best:
     input:
-        lambda wc: [f"results/models/{wc.task}/{run}/seed{seed}/model" for run, seed in model_keys()],
+        lambda wc: [
+            f"results/models/{wc.task}/{run}/seed{seed}/model" for run, seed in model_keys()
+        ],
     output:
         directory("results/export/{task}"),
     log:

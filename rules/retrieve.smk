@@ -14,7 +14,9 @@ rule make_queries:
         "../envs/retrieval.yaml"
     params:
         mode=lambda wc: task_cfg(wc)["query_mode"],
-        num_keywords=lambda wc: task_cfg(wc)["num_keywords"] if task_cfg(wc)["query_mode"] == "keywords" else None,
+        num_keywords=lambda wc: (
+            task_cfg(wc)["num_keywords"] if task_cfg(wc)["query_mode"] == "keywords" else None
+        ),
     script:
         "../workflow/scripts/make_queries.py"
 
@@ -44,7 +46,9 @@ rule retrieve:
 
 rule merge_topk:
     input:
-        hits=lambda wc: expand("results/retrieval/{task}/hits-{shard}.parquet", task=wc.task, shard=shards()),
+        hits=lambda wc: expand(
+            "results/retrieval/{task}/hits-{shard}.parquet", task=wc.task, shard=shards()
+        ),
         queries="results/retrieval/{task}/queries.parquet",
         stats="results/index/stats",
     output:

@@ -5,7 +5,11 @@
 rule train_tokenizer:
     input:
         train=task_split("train"),
-        external="results/retrieval/{task}/external.parquet" if config["tokenizer"]["path"] is None else [],
+        external=(
+            "results/retrieval/{task}/external.parquet"
+            if config["tokenizer"]["path"] is None
+            else []
+        ),
         local=config["tokenizer"]["path"] or [],
     output:
         directory("results/models/{task}/tokenizer"),
@@ -47,7 +51,11 @@ rule tokenize:
 # the pretrained checkpoint).
 TRAINING_RULES = {  # rule: (stage, runs, inputs beyond the run's tokenizer, tokens and labels)
     "train_stage1": ("stage1", TLM_RUNS, {"external": external_tokens}),
-    "train_stage2": ("stage2", TLM_RUNS, {"stage1": "results/models/{task}/{run}/seed{seed}/stage1"}),
+    "train_stage2": (
+        "stage2",
+        TLM_RUNS,
+        {"stage1": "results/models/{task}/{run}/seed{seed}/stage1"},
+    ),
     "finetune_plm": ("stage2", PLM_RUNS, {}),
 }
 for _rule, (_stage, _runs, _inputs) in TRAINING_RULES.items():
@@ -103,7 +111,9 @@ rule tokenize_plm:
     conda:
         "../envs/train.yaml"
     params:
-        max_seq_length=lambda wc: run_settings(config, wc.run, 0, wc.task)["model"]["max_seq_length"],
+        max_seq_length=lambda wc: run_settings(config, wc.run, 0, wc.task)["model"][
+            "max_seq_length"
+        ],
         with_labels=lambda wc: wc.source in ("train", "dev", "test"),
         max_rank=max_rank,
     script:

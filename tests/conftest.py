@@ -22,19 +22,32 @@ def demo_corpus_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def demo_task() -> dict[str, pd.DataFrame]:
-    return {split: pd.read_parquet(DEMO / "task" / f"{split}.parquet") for split in ("train", "dev", "test")}
+    return {
+        split: pd.read_parquet(DEMO / "task" / f"{split}.parquet")
+        for split in ("train", "dev", "test")
+    }
 
 
 def python() -> str:
     return sys.executable
 
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
+SNAKEMAKE = [
+    sys.executable,
+    "-m",
+    "snakemake",
+    "--snakefile",
+    str(ROOT / "Snakefile"),
+    "--cores",
+    "2",
+]
 
 
 def tiny_config(tmp):
     """A few thousand real documents in two formats and 15 labels x (8, 3, 3) task examples."""
-    corpus = pd.read_parquet(sorted((DEMO / "corpus").glob("*.parquet"))[0], columns=["text"]).head(2500)
+    corpus = pd.read_parquet(sorted((DEMO / "corpus").glob("*.parquet"))[0], columns=["text"]).head(
+        2500
+    )
     (tmp / "corpus").mkdir()
     corpus.head(2000).to_parquet(tmp / "corpus" / "a.parquet")
     with gzip.open(tmp / "corpus" / "b.jsonl.gz", "wt") as f:
@@ -42,7 +55,9 @@ def tiny_config(tmp):
             f.write(json.dumps({"text": text}) + "\n")
     (tmp / "task").mkdir()
     for split, n in (("train", 8), ("dev", 3), ("test", 3)):
-        pd.read_parquet(DEMO / "task" / f"{split}.parquet").groupby("label").head(n).to_parquet(tmp / "task" / f"{split}.parquet")
+        pd.read_parquet(DEMO / "task" / f"{split}.parquet").groupby("label").head(n).to_parquet(
+            tmp / "task" / f"{split}.parquet"
+        )
     # new texts to label: the test split's, as a CSV without labels and as JSON lines
     test = pd.read_parquet(tmp / "task" / "test.parquet")
     test[["text"]].head(30).to_csv(tmp / "task" / "new.csv", index=False)
@@ -70,7 +85,13 @@ def tiny_config(tmp):
             "rho2": 5,
             "save_steps": 2,
         },
-        "stage2": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1, "eval_steps": 2},
+        "stage2": {
+            "max_steps": 4,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "warmup_steps": 1,
+            "eval_steps": 2,
+        },
         "seeds": [0],
         "runs": {
             "tlm": {"external": "bm25"},
@@ -79,7 +100,11 @@ def tiny_config(tmp):
             "no_stage2": {"external": "bm25", "skip_stage2": True},
             "tlm_k2": {"external": "bm25", "top_k": 2},
             "tfidf": {"kind": "tfidf"},
-            "plm": {"kind": "plm", "pretrained": str(tiny_pretrained_encoder(tmp / "encoder")), "pretraining": "none (random)"},
+            "plm": {
+                "kind": "plm",
+                "pretrained": str(tiny_pretrained_encoder(tmp / "encoder")),
+                "pretraining": "none (random)",
+            },
         },
     }
     write_config(tmp, config)
@@ -94,11 +119,19 @@ def tiny_pretrained_encoder(path):
 
     path.mkdir()
     chars = "abcdefghijklmnopqrstuvwxyz0123456789"
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]))
+    (path / "vocab.txt").write_text(
+        "\n".join(
+            ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]
+        )
+    )
     tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"))
     tokenizer.save_pretrained(path)
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
     )
     torch.manual_seed(0)  # the same stand-in in every workflow of the tests
     BertModel(config).save_pretrained(path)
@@ -106,7 +139,9 @@ def tiny_pretrained_encoder(path):
 
 
 def write_config(tmp, config):
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # keep the runs' order
+    (tmp / "config.yaml").write_text(
+        yaml.safe_dump(config, sort_keys=False)
+    )  # keep the runs' order
 
 
 def smk(tmp, *args, check=True, env=None):
@@ -128,7 +163,11 @@ def done(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wf")
     config = tiny_config(tmp)
     # TLM from a pretrained checkpoint (only here: the other workflows of the tests need not train it)
-    config["runs"]["plm_tlm"] = {"external": "bm25", "pretrained": str(tmp / "encoder"), "pretraining": "none (random)"}
+    config["runs"]["plm_tlm"] = {
+        "external": "bm25",
+        "pretrained": str(tmp / "encoder"),
+        "pretraining": "none (random)",
+    }
     write_config(tmp, config)
     smk(tmp)
     return tmp

@@ -14,4 +14,12 @@ def select(inputs, out, params) -> tuple[int, int]:
 
 
 if "first" not in RETRIEVERS:
-    register(Retriever("first", "the corpus's first documents", select, {"corpus": CORPUS}, params=lambda config: {"n": 40}))
+    register(
+        Retriever(
+            "first",
+            "the corpus's first documents",
+            select,
+            {"corpus": CORPUS},
+            params=lambda config: {"n": 40},
+        )
+    )

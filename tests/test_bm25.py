@@ -46,7 +46,9 @@ def build(tmp_path, texts, n_shards, analyzer=Analyzer(), name="idx"):
         shard = root / f"shard-{s}.parquet"
         shard.parent.mkdir(parents=True, exist_ok=True)
         ids = list(range(bounds[s], bounds[s + 1]))
-        pq.write_table(pa.table({"doc_id": ids, "text": [texts[i] for i in ids]}, schema=SHARD_SCHEMA), shard)
+        pq.write_table(
+            pa.table({"doc_id": ids, "text": [texts[i] for i in ids]}, schema=SHARD_SCHEMA), shard
+        )
         count_terms(shard, analyzer, root / f"counts-{s}")
         count_dirs.append(root / f"counts-{s}")
     merge_stats(count_dirs, root / "stats")
@@ -83,14 +85,20 @@ def test_index_is_a_bm25s_index_with_bm25s_scores(tmp_path, demo_corpus_texts):
     ours = bm25s.BM25.load(index, mmap=True)
     theirs = bm25s.BM25(method="lucene")
     theirs.index(bm25s.tokenize(texts, stopwords=None, show_progress=False), show_progress=False)
-    query = bm25s.tokenize(["the library for audio files"], stopwords=None, show_progress=False, return_ids=False)[0]
+    query = bm25s.tokenize(
+        ["the library for audio files"], stopwords=None, show_progress=False, return_ids=False
+    )[0]
     np.testing.assert_allclose(ours.get_scores(query), theirs.get_scores(query), rtol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
 @given(
     docs=st.lists(
-        st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "ij", "kl", "mn"]), min_size=0, max_size=8), min_size=1, max_size=30
+        st.lists(
+            st.sampled_from(["ab", "cd", "ef", "gh", "ij", "kl", "mn"]), min_size=0, max_size=8
+        ),
+        min_size=1,
+        max_size=30,
     ),
     query=st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "zz"]), min_size=1, max_size=4),
     n_shards=st.integers(1, 4),
@@ -99,7 +107,11 @@ def test_index_is_a_bm25s_index_with_bm25s_scores(tmp_path, demo_corpus_texts):
 def test_random_corpora_sharded_equals_exhaustive(tmp_path_factory, docs, query, n_shards, k):
     texts = [" ".join(d) for d in docs]
     n_shards = min(n_shards, len(texts))
-    hits = search(build(tmp_path_factory.mktemp("h"), texts, n_shards, Analyzer(stopwords="none")), [" ".join(query)], k)
+    hits = search(
+        build(tmp_path_factory.mktemp("h"), texts, n_shards, Analyzer(stopwords="none")),
+        [" ".join(query)],
+        k,
+    )
     ref = reference_bm25([t.split() for t in texts], query).astype(np.float32)
     expected = sorted(np.flatnonzero(ref > 0), key=lambda i: (-ref[i], i))[:k]
     # float32 sums can differ in the last bit from the float64 reference: compare rank-wise scores,
@@ -158,7 +170,10 @@ def test_repeated_query_terms_count_as_often_as_they_occur(tmp_path, demo_corpus
     once, twice = index.search([["linux"], ["linux", "linux"]], 10).groupby("query_id")
     assert len(once[1]) == 10
     np.testing.assert_array_equal(twice[1].score.to_numpy(), 2 * once[1].score.to_numpy())
-    queries = [["library", "linux", "file", "linux", "python", "linux", "file"], ["file", "linux", "linux", "library", "python"]]
+    queries = [
+        ["library", "linux", "file", "linux", "python", "linux", "file"],
+        ["file", "linux", "linux", "library", "python"],
+    ]
     pd.testing.assert_frame_equal(index.search(queries, 30), index.search_exhaustive(queries, 30))
 
 
@@ -211,7 +226,13 @@ def test_edge_case_queries(tmp_path, demo_corpus_texts):
 
 def test_count_terms_in_worker_processes_gives_the_same_postings(tmp_path, demo_corpus_texts):
     shard = tmp_path / "shard.parquet"
-    pq.write_table(pa.table({"doc_id": range(len(demo_corpus_texts)), "text": demo_corpus_texts}, schema=SHARD_SCHEMA), shard)
+    pq.write_table(
+        pa.table(
+            {"doc_id": range(len(demo_corpus_texts)), "text": demo_corpus_texts},
+            schema=SHARD_SCHEMA,
+        ),
+        shard,
+    )
     analyzer = Analyzer(stemmer="english")
     count_terms(shard, analyzer, tmp_path / "one", batch_size=250)
     count_terms(shard, analyzer, tmp_path / "three", batch_size=250, processes=3)
@@ -219,13 +240,16 @@ def test_count_terms_in_worker_processes_gives_the_same_postings(tmp_path, demo_
     for key in one.files:
         np.testing.assert_array_equal(one[key], three[key])
     pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "one/terms.parquet"), pd.read_parquet(tmp_path / "three/terms.parquet")
+        pd.read_parquet(tmp_path / "one/terms.parquet"),
+        pd.read_parquet(tmp_path / "three/terms.parquet"),
     )
 
 
 def test_analyzer_options():
     assert Analyzer()("The Cats and the Dogs") == ["cats", "dogs"]
-    assert Analyzer()("Python 的中文") == ["python", "的中", "中文"], "unspaced runs as character pairs"
+    assert Analyzer()("Python 的中文") == ["python", "的中", "中文"], (
+        "unspaced runs as character pairs"
+    )
     assert Analyzer()("日本語 a 中") == ["日本", "本語", "中"]
     assert Analyzer(analyzer="word")("Python 的中文") == ["python", "的中文"]
     assert Analyzer(stopwords="none", lowercase=False)("The Cats") == ["The", "Cats"]
@@ -235,7 +259,13 @@ def test_analyzer_options():
 def test_text_without_spaces_is_retrieved(tmp_path):
     """Chinese and Thai documents are found by queries that share words with them: with the word
     analyzer each sentence is one term and nothing is found."""
-    docs = ["我喜欢学习中文和数学", "今天的天气很好", "机器学习需要大量数据", "ภาษาไทยเป็นภาษาที่สวยงาม", "the weather is fine"]
+    docs = [
+        "我喜欢学习中文和数学",
+        "今天的天气很好",
+        "机器学习需要大量数据",
+        "ภาษาไทยเป็นภาษาที่สวยงาม",
+        "the weather is fine",
+    ]
     queries = ["我们学习数学", "天气好", "ภาษาไทย"]
     hits = search(build(tmp_path, docs, 2), queries, 1)
     assert hits.sort_values("query_id").doc_id.tolist() == [0, 1, 3]

@@ -19,7 +19,9 @@ def test_a_directory_entry_is_published_once(tmp_path):
     cache.mkdir()
     publish_once(first, cache / "h")
     publish_once(second, cache / "h")
-    assert sorted(p.name for p in (cache / "h").iterdir()) == ["part.parquet"], "no entry nested in itself"
+    assert sorted(p.name for p in (cache / "h").iterdir()) == ["part.parquet"], (
+        "no entry nested in itself"
+    )
     assert (cache / "h" / "part.parquet").read_text() == "first" and not first.exists()
     shutil.move(entry(tmp_path / "c" / "h", "third"), cache / "h")  # what Snakemake's store does
     assert (cache / "h" / "h").is_dir()

@@ -65,7 +65,9 @@ def slurm(tmp_path_factory):
     """A running single-node cluster: the environment that points clients (sbatch, squeue) at it."""
     missing = [d for d in (*DAEMONS, "sbatch", "squeue") if not shutil.which(d)]
     if missing or os.geteuid() != 0:
-        pytest.skip(f"needs root and Debian's slurm-wlm and munge (missing: {missing or 'root'}); .ci/run installs them")
+        pytest.skip(
+            f"needs root and Debian's slurm-wlm and munge (missing: {missing or 'root'}); .ci/run installs them"
+        )
     # the job step's nested srun drops SLURM_CONF (snakemake-executor-plugin-slurm-jobstep keeps only a
     # job's identity): the configuration must be where clients look by default
     conf = Path("/etc/slurm/slurm.conf")
@@ -105,17 +107,23 @@ def slurm(tmp_path_factory):
         subprocess.run(["slurmd", "-f", str(conf)], check=True, env=env)
         pids["slurmd"] = root / "slurmd.pid"
         for _ in range(60):
-            state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout.strip()
+            state = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env
+            ).stdout.strip()
             if state == "idle":
                 break
             time.sleep(1)
         else:
-            pytest.fail(f"the node never came up (sinfo: {state!r}):\n{(root / 'slurmctld.log').read_text()[-2000:]}")
+            pytest.fail(
+                f"the node never came up (sinfo: {state!r}):\n{(root / 'slurmctld.log').read_text()[-2000:]}"
+            )
         yield env
     finally:
         subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True)
         for pidfile in reversed(pids.values()):
-            with contextlib.suppress(OSError, ValueError):  # already gone (scontrol shutdown stops slurmctld and slurmd)
+            with contextlib.suppress(
+                OSError, ValueError
+            ):  # already gone (scontrol shutdown stops slurmctld and slurmd)
                 os.kill(int(pidfile.read_text()), signal.SIGTERM)
         for _ in range(30):
             alive = [n for n, p in pids.items() if p.exists() and _alive(p)]
@@ -145,7 +153,10 @@ def test_tiny_workflow_through_the_slurm_profile_and_a_changed_script(slurm, tmp
     cfg = tiny_config(run_dir)
     cfg["runs"] = {"tlm": {"external": "bm25"}, "tfidf": {"kind": "tfidf"}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    debug = [f"{rule}:slurm_partition=debug" for rule in ("train_stage1", "train_stage2", "finetune_plm", "evaluate", "predict")]
+    debug = [
+        f"{rule}:slurm_partition=debug"
+        for rule in ("train_stage1", "train_stage2", "finetune_plm", "evaluate", "predict")
+    ]
     cmd = [
         sys.executable,
         "-m",
@@ -170,25 +181,42 @@ def test_tiny_workflow_through_the_slurm_profile_and_a_changed_script(slurm, tmp
     ]
     start = time.time()
     proc = subprocess.run(
-        [*cmd, "--configfile", str(run_dir / "config.yaml")], capture_output=True, text=True, env=slurm, timeout=1800
+        [*cmd, "--configfile", str(run_dir / "config.yaml")],
+        capture_output=True,
+        text=True,
+        env=slurm,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert (run_dir / "results/summary.md").exists() and (run_dir / "results/export/demo/model.safetensors").exists()
-    jobs = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%j %T"], capture_output=True, text=True, env=slurm).stdout.split(
-        "\n"
-    )
+    assert (run_dir / "results/summary.md").exists() and (
+        run_dir / "results/export/demo/model.safetensors"
+    ).exists()
+    jobs = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%j %T"], capture_output=True, text=True, env=slurm
+    ).stdout.split("\n")
     done = [line for line in jobs if line.strip().endswith("COMPLETED")]
     assert len(done) >= 20, jobs  # every job but the local ones went through SLURM
     print(f"{len(done)} SLURM jobs in {time.time() - start:.0f} s")
 
     def planned():
         out = subprocess.run(
-            [*cmd, "-n", "--configfile", str(run_dir / "config.yaml")], capture_output=True, text=True, env=slurm
+            [*cmd, "-n", "--configfile", str(run_dir / "config.yaml")],
+            capture_output=True,
+            text=True,
+            env=slurm,
         )
-        lines = [line.strip() for line in out.stdout.splitlines()]  # a group job's rules are indented
-        return {line.split()[-1].rstrip(":") for line in lines if line.startswith(("rule ", "localrule "))} - {"all"}
+        lines = [
+            line.strip() for line in out.stdout.splitlines()
+        ]  # a group job's rules are indented
+        return {
+            line.split()[-1].rstrip(":")
+            for line in lines
+            if line.startswith(("rule ", "localrule "))
+        } - {"all"}
 
     assert planned() == set(), "a second run has nothing to do"
     script = work / "workflow/scripts/summarize.py"
     script.write_text(script.read_text() + "# changed\n")
-    assert planned() == {"summarize"}, "a changed script reruns its rule only (nothing reads the summary)"
+    assert planned() == {"summarize"}, (
+        "a changed script reruns its rule only (nothing reads the summary)"
+    )

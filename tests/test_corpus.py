@@ -24,16 +24,28 @@ def test_formats_ids_shards_and_skips(tmp_path):
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
         for text in ["fourth", "", "first doc", "fifth"]:
             f.write(json.dumps({"text": text, "id": 1}) + "\n")
-    pq.write_table(pa.table({"text": ["sixth", None, "seventh"], "x": [1, 2, 3]}), tmp_path / "c.parquet")
+    pq.write_table(
+        pa.table({"text": ["sixth", None, "seventh"], "x": [1, 2, 3]}), tmp_path / "c.parquet"
+    )
     (tmp_path / "d.jsonl").write_text('{"text": "eighth"}\n')
     paths = [str(tmp_path / n) for n in ("a.txt", "b.jsonl.gz", "c.parquet", "d.jsonl")]
 
     counts = shard_corpus(paths, tmp_path / "out", shard_size=3, dedup=True)
     docs = read_all(tmp_path / "out")
-    assert docs.text.tolist() == ["first doc", "third doc", "fourth", "fifth", "sixth", "seventh", "eighth"]
+    assert docs.text.tolist() == [
+        "first doc",
+        "third doc",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+    ]
     assert docs.doc_id.tolist() == list(range(7))
     assert [pq.read_metadata(p).num_rows for p in shard_paths(tmp_path / "out")] == [3, 3, 1]
-    assert pq.read_schema(shard_paths(tmp_path / "out")[0]).equals(SHARD_SCHEMA, check_metadata=False)
+    assert pq.read_schema(shard_paths(tmp_path / "out")[0]).equals(
+        SHARD_SCHEMA, check_metadata=False
+    )
     assert (counts.records, counts.documents, counts.shards) == (13, 7, 3)
     assert counts.skipped == {**dict.fromkeys(SKIPS, 0), "empty": 4, "bad_utf8": 1, "duplicate": 1}
     assert read_json(tmp_path / "out" / "manifest.json")["documents"] == 7
@@ -61,7 +73,11 @@ def test_streams_a_corpus_much_larger_than_a_shard(tmp_path):
             b'{"body": "x"}\n',
             r"1 of the first 1 records are malformed \(1 missing field; line 1: missing field \(fields: \['body'\]\)\)",
         ),
-        ("cut.jsonl.gz", gzip.compress(b'{"text": "a"}\n' * 1000)[:-30], "the compressed file is truncated or corrupt"),
+        (
+            "cut.jsonl.gz",
+            gzip.compress(b'{"text": "a"}\n' * 1000)[:-30],
+            "the compressed file is truncated or corrupt",
+        ),
         ("bad.parquet", b"not parquet", "not a readable Parquet file"),
         ("corpus.csv", b"text\nx\n", "unknown corpus format"),
     ],
@@ -94,32 +110,52 @@ def test_peak_memory_is_bounded_by_a_shard_not_the_corpus(tmp_path):
             for block in range(blocks):
                 f.write("".join(f"doc {block} {i} {filler}\n" for i in range(10_000)))
         out = subprocess.run(
-            [python(), "-c", PEAK_RSS_MB, str(path), str(tmp_path / f"out-{blocks}")], capture_output=True, text=True, check=True
+            [python(), "-c", PEAK_RSS_MB, str(path), str(tmp_path / f"out-{blocks}")],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         peak[blocks], size_mb[blocks] = float(out.stdout), path.stat().st_size / 2**20
     assert size_mb[100] > 80 and len(shard_paths(tmp_path / "out-100")) == 50
     growth = peak[100] - peak[5]
-    assert growth < size_mb[100] / 10, f"peak RSS grew by {growth:.0f} MB from a 2-shard to a {size_mb[100]:.0f} MB corpus"
+    assert growth < size_mb[100] / 10, (
+        f"peak RSS grew by {growth:.0f} MB from a 2-shard to a {size_mb[100]:.0f} MB corpus"
+    )
 
 
 def test_passages_cut_long_text_at_spaces():
     text = "  ".join(f"w{i:04d}" for i in range(100))  # 100 words of 5 characters, double-spaced
     parts = list(passages([text[:200], text[200:]], max_chars=60))
     assert all(len(p) <= 60 for p in parts) and " ".join(parts) == " ".join(text.split())
-    assert all(p.split()[-1].startswith("w") and len(p.split()[-1]) == 5 for p in parts), "cut between words"
-    assert list(passages(["x" * 25], max_chars=10)) == ["x" * 10, "x" * 10, "x" * 5], "no space: cut at the limit"
+    assert all(p.split()[-1].startswith("w") and len(p.split()[-1]) == 5 for p in parts), (
+        "cut between words"
+    )
+    assert list(passages(["x" * 25], max_chars=10)) == ["x" * 10, "x" * 10, "x" * 5], (
+        "no space: cut at the limit"
+    )
     assert list(passages(["", "  "], 10)) == []
 
 
 def test_long_documents_are_split_or_truncated_and_counted(tmp_path):
     long = " ".join(f"word{i}" for i in range(5000))  # ~49,000 characters
-    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ("short one", long, "short two")))
+    (tmp_path / "c.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ("short one", long, "short two"))
+    )
     split = shard_corpus([str(tmp_path / "c.jsonl")], tmp_path / "split", 100, max_doc_chars=1000)
     docs = read_all(tmp_path / "split").text.tolist()
     assert docs[0] == "short one" and docs[-1] == "short two" and " ".join(docs[1:-1]) == long
-    assert max(map(len, docs)) <= 1000 and split.long_documents == 1 and split.documents == len(docs) > 40
-    cut = shard_corpus([str(tmp_path / "c.jsonl")], tmp_path / "cut", 100, max_doc_chars=1000, long_docs="truncate")
-    assert read_all(tmp_path / "cut").text.tolist() == ["short one", docs[1], "short two"] and cut.long_documents == 1
+    assert (
+        max(map(len, docs)) <= 1000
+        and split.long_documents == 1
+        and split.documents == len(docs) > 40
+    )
+    cut = shard_corpus(
+        [str(tmp_path / "c.jsonl")], tmp_path / "cut", 100, max_doc_chars=1000, long_docs="truncate"
+    )
+    assert (
+        read_all(tmp_path / "cut").text.tolist() == ["short one", docs[1], "short two"]
+        and cut.long_documents == 1
+    )
 
 
 def test_malformed_lines_are_skipped_and_counted_by_cause(tmp_path):
@@ -129,7 +165,9 @@ def test_malformed_lines_are_skipped_and_counted_by_cause(tmp_path):
     lines[30] = '{"body": "no text field"}'
     lines[40] = '{"text": null}'
     (tmp_path / "c.jsonl").write_bytes(
-        ("\n".join(lines[:50]) + "\n").encode() + b'{"text": "\xff"}\n' + ("\n".join(lines[50:]) + "\n").encode()
+        ("\n".join(lines[:50]) + "\n").encode()
+        + b'{"text": "\xff"}\n'
+        + ("\n".join(lines[50:]) + "\n").encode()
     )
     counts = shard_corpus([str(tmp_path / "c.jsonl")], tmp_path / "out", 1000)
     assert counts.documents == 1996 and counts.records == 2001
@@ -144,12 +182,17 @@ def test_malformed_lines_are_skipped_and_counted_by_cause(tmp_path):
 
 
 def test_a_wrong_text_field_stops_at_once_with_the_fields_found(tmp_path):
-    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"body": f"doc {i}", "id": i}) + "\n" for i in range(50_000)))
+    (tmp_path / "c.jsonl").write_text(
+        "".join(json.dumps({"body": f"doc {i}", "id": i}) + "\n" for i in range(50_000))
+    )
     with pytest.raises(
-        TLMInputError, match=r"1000 of the first 1000 records are malformed .*fields: \['body', 'id'\].*corpus.text_field"
+        TLMInputError,
+        match=r"1000 of the first 1000 records are malformed .*fields: \['body', 'id'\].*corpus.text_field",
     ):
         shard_corpus([str(tmp_path / "c.jsonl")], tmp_path / "out", 1000)
-    tolerant = shard_corpus([str(tmp_path / "c.jsonl")], tmp_path / "out", 1000, text_field="body", max_bad_share=0.0)
+    tolerant = shard_corpus(
+        [str(tmp_path / "c.jsonl")], tmp_path / "out", 1000, text_field="body", max_bad_share=0.0
+    )
     assert tolerant.documents == 50_000
 
 
@@ -169,25 +212,44 @@ def test_a_line_too_long_to_hold_is_streamed_into_passages(tmp_path):
     """A 40 MB document (as JSON with escapes, other keys before and after it, and as plain text) is
     read in pieces of 1 MB: the same passages as reading it whole, in memory bounded by the pieces."""
     # every 100th word JSON-escaped: a quote, é, an emoji (a surrogate pair)
-    words = [rf"w{i}é\"x\u00e9\ud83d\ude00" if i % 100 == 0 else f"word{i}" for i in range(4_000_000)]
+    words = [
+        rf"w{i}é\"x\u00e9\ud83d\ude00" if i % 100 == 0 else f"word{i}" for i in range(4_000_000)
+    ]
     body = " ".join(words)
     with open(tmp_path / "c.jsonl", "w", encoding="utf-8") as f:
         f.write('{"text": "before"}\n')
-        f.write('{"id": 1, "meta": {"a": [1, "x\\"}"], "b": null}, "text": "' + body + '", "tail": [true, {"c": "}"}]}\n')
+        f.write(
+            '{"id": 1, "meta": {"a": [1, "x\\"}"], "b": null}, "text": "'
+            + body
+            + '", "tail": [true, {"c": "}"}]}\n'
+        )
         f.write('{"text": "after"}\n')
     text = json.loads('"' + body + '"')
     (tmp_path / "c.txt").write_text(f"before\n{text}\nafter\n", encoding="utf-8")
 
     def run(name, cap):
         out = subprocess.run(
-            [python(), "-c", STREAMED, str(tmp_path / name), str(tmp_path / f"{name}-{cap}"), str(cap)],
+            [
+                python(),
+                "-c",
+                STREAMED,
+                str(tmp_path / name),
+                str(tmp_path / f"{name}-{cap}"),
+                str(cap),
+            ],
             capture_output=True,
             text=True,
             check=True,
         )
         return json.loads(out.stdout), read_all(tmp_path / f"{name}-{cap}").text.tolist()
 
-    (whole, expected), (streamed, docs), (_, txt_docs) = run("c.jsonl", 1 << 30), run("c.jsonl", 1 << 20), run("c.txt", 1 << 20)
+    (whole, expected), (streamed, docs), (_, txt_docs) = (
+        run("c.jsonl", 1 << 30),
+        run("c.jsonl", 1 << 20),
+        run("c.txt", 1 << 20),
+    )
     assert docs == expected == txt_docs and expected[0] == "before" and expected[-1] == "after"
     assert " ".join(expected[1:-1]) == " ".join(text.split()) and streamed["long"] == 1
-    assert streamed["peak"] < whole["peak"] - 100, f"streamed {streamed['peak']:.0f} MB vs whole {whole['peak']:.0f} MB"
+    assert streamed["peak"] < whole["peak"] - 100, (
+        f"streamed {streamed['peak']:.0f} MB vs whole {whole['peak']:.0f} MB"
+    )

@@ -34,7 +34,9 @@ def test_load_task_normalises_and_returns_labels(tmp_path):
 
 def test_custom_column_names(tmp_path):
     df = GOOD.rename(columns={"text": "sentence", "label": "category"})
-    splits, _, _ = load_task(write_task(tmp_path, df), text_column="sentence", label_column="category")
+    splits, _, _ = load_task(
+        write_task(tmp_path, df), text_column="sentence", label_column="category"
+    )
     assert splits["train"]["text"].tolist() == ["a b", "c d", "e f"]
 
 
@@ -43,7 +45,11 @@ def test_custom_column_names(tmp_path):
     [
         (GOOD.drop(columns="label"), None, r"missing column\(s\) \['label'\]"),
         (GOOD.iloc[:0], None, "no rows with text and label"),
-        (GOOD, pd.DataFrame({"text": ["q"], "label": ["zzz"]}), r"labels not seen in train: \['zzz'\]"),
+        (
+            GOOD,
+            pd.DataFrame({"text": ["q"], "label": ["zzz"]}),
+            r"labels not seen in train: \['zzz'\]",
+        ),
         (GOOD.assign(label="x"), None, "only 1 distinct label"),
     ],
 )
@@ -64,8 +70,12 @@ def test_integer_labels_stored_as_floats_match_train(tmp_path):
 
 def test_a_latin1_csv_is_named_with_the_fix(tmp_path):
     paths = write_task(tmp_path, GOOD, fmt="csv")
-    (tmp_path / "train.csv").write_bytes("text,label\ncaf\u00e9 ol\u00e9,x\nb c,y\n".encode("latin-1"))
-    with pytest.raises(TLMInputError, match=r"train.csv: not UTF-8 text \(line 2: byte e9\). Fix: save it as UTF-8"):
+    (tmp_path / "train.csv").write_bytes(
+        "text,label\ncaf\u00e9 ol\u00e9,x\nb c,y\n".encode("latin-1")
+    )
+    with pytest.raises(
+        TLMInputError, match=r"train.csv: not UTF-8 text \(line 2: byte e9\). Fix: save it as UTF-8"
+    ):
         load_task(paths)
     with pytest.raises(TLMInputError, match="train.csv: not UTF-8 text"):
         list(read_column_chunks(tmp_path / "train.csv", "text"))
@@ -73,7 +83,9 @@ def test_a_latin1_csv_is_named_with_the_fix(tmp_path):
 
 def test_a_bad_json_line_of_a_task_file_is_named(tmp_path):
     paths = write_task(tmp_path, GOOD)
-    (tmp_path / "train.jsonl").write_text(GOOD.to_json(orient="records", lines=True) + '{"text": "x", oops\n')
+    (tmp_path / "train.jsonl").write_text(
+        GOOD.to_json(orient="records", lines=True) + '{"text": "x", oops\n'
+    )
     with pytest.raises(TLMInputError, match=r"train.jsonl, line 4: not JSON"):
         load_task(paths | {"train": str(tmp_path / "train.jsonl")})
 
@@ -84,14 +96,20 @@ def test_missing_file(tmp_path):
 
 
 def store(rows, labels=None):
-    return TokenStore(np.concatenate(rows).astype(np.int32), np.cumsum([0] + [len(r) for r in rows]), labels)
+    return TokenStore(
+        np.concatenate(rows).astype(np.int32), np.cumsum([0] + [len(r) for r in rows]), labels
+    )
 
 
 def test_token_store_roundtrip(tmp_path):
     s = store([[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]], np.array([0, 1, 0]))
     s.save(tmp_path / "tok")
     again = TokenStore.load(tmp_path / "tok")
-    assert len(again) == 3 and again.row(1).tolist() == [1, 6, 7, 8, 2] and again.labels.tolist() == [0, 1, 0]
+    assert (
+        len(again) == 3
+        and again.row(1).tolist() == [1, 6, 7, 8, 2]
+        and again.labels.tolist() == [0, 1, 0]
+    )
     assert again.lengths.tolist() == [3, 5, 2]
 
 
@@ -105,7 +123,9 @@ def test_batches_pad_dynamically_and_cover_every_example():
     ordered = list(Batches(store(rows), 3, 0, 0, shuffle=False).epoch())[0]
     assert ordered["input_ids"].tolist() == [[1, 5, 2, 0, 0], [1, 6, 7, 8, 2], [1, 2, 0, 0, 0]]
     cut = list(Batches(store(rows), 3, 0, 0, shuffle=False, max_len=3, sep_id=2).epoch())[0]
-    assert cut["input_ids"].tolist() == [[1, 5, 2], [1, 6, 2], [1, 2, 0]], "cut rows keep [SEP] last"
+    assert cut["input_ids"].tolist() == [[1, 5, 2], [1, 6, 2], [1, 2, 0]], (
+        "cut rows keep [SEP] last"
+    )
 
 
 def test_length_bucketing_reduces_padding_and_keeps_every_example():
@@ -161,7 +181,12 @@ def test_task_hygiene_counts_drops_repeats_long_texts_and_leakage(tmp_path):
     from tlm.data import hygiene_notes
 
     long = " ".join(["word"] * 600)
-    train = pd.DataFrame({"text": ["a b", "a b", "c d", "  ", None, long, "e f"], "label": ["x", "x", "y", "x", "y", "y", None]})
+    train = pd.DataFrame(
+        {
+            "text": ["a b", "a b", "c d", "  ", None, long, "e f"],
+            "label": ["x", "x", "y", "x", "y", "y", None],
+        }
+    )
     test = pd.DataFrame({"text": ["a b", "g h", "i j"], "label": ["x", "y", "x"]})
     _, _, report = load_task(write_task(tmp_path, train, dev=test.iloc[1:], test=test))
     assert report["train"] | {} == {
@@ -177,7 +202,9 @@ def test_task_hygiene_counts_drops_repeats_long_texts_and_leakage(tmp_path):
     }
     assert report["leakage"] == {"dev_in_train": 0, "test_in_train": 1, "test_in_dev": 2}
     notes = hygiene_notes("t", report)
-    assert notes[0].startswith("t: LEAKAGE: 1 test and 0 dev texts also in train, 2 test texts also in dev")
+    assert notes[0].startswith(
+        "t: LEAKAGE: 1 test and 0 dev texts also in train, 2 test texts also in dev"
+    )
     assert any(
         "train: 7 rows, 2 dropped for an empty text, 1 dropped for an empty label, 1 repeated texts, 1 texts of more "
         "than 512 words" in n
@@ -192,15 +219,22 @@ def test_packed_rows_hold_several_examples_up_to_max_len():
     first = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
     assert first == [1, 10, 11, 12, 2, 10, 11, 12, 13, 14, 2] and batch["input_ids"].shape[1] == 12
     seen = [
-        x for batch in b.epoch() for row, m in zip(batch["input_ids"], batch["attention_mask"]) for x in row[m.bool()].tolist()
+        x
+        for batch in b.epoch()
+        for row, m in zip(batch["input_ids"], batch["attention_mask"])
+        for x in row[m.bool()].tolist()
     ]
-    assert seen.count(1) == 4 and seen.count(2) >= 5, "4 rows; each example keeps its [SEP] (the long one cut)"
+    assert seen.count(1) == 4 and seen.count(2) >= 5, (
+        "4 rows; each example keeps its [SEP] (the long one cut)"
+    )
     assert all(len(r) <= 12 for batch in b.epoch() for r in batch["input_ids"])
     assert "labels" not in batch
 
 
 def test_rows_are_padded_to_a_multiple_for_few_shapes():
-    b = Batches(store([[1, 5, 2], [1, 6, 7, 8, 9, 2]]), 2, pad_id=0, seed=0, shuffle=False, pad_multiple=8)
+    b = Batches(
+        store([[1, 5, 2], [1, 6, 7, 8, 9, 2]]), 2, pad_id=0, seed=0, shuffle=False, pad_multiple=8
+    )
     assert next(b.epoch())["input_ids"].shape == (2, 8)
 
 
@@ -224,5 +258,7 @@ def test_texts_to_predict_name_a_bad_json_line(tmp_path):
     with pytest.raises(TLMInputError, match=r"new.jsonl, line 2: not JSON"):
         list(read_column_chunks(tmp_path / "new.jsonl", "text"))
     (tmp_path / "new.jsonl").write_text('{"sentence": "a"}\n')
-    with pytest.raises(TLMInputError, match=r"missing column\(s\) \['text'\] \(found \['sentence'\]\)"):
+    with pytest.raises(
+        TLMInputError, match=r"missing column\(s\) \['text'\] \(found \['sentence'\]\)"
+    ):
         list(read_column_chunks(tmp_path / "new.jsonl", "text"))

@@ -55,7 +55,11 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
     metrics = {
         "tfidf": {"kind": "tfidf", "test_macro_f1": 0.6, "test_accuracy": 0.6},
         "budget": {"test_macro_f1": 0.3, "test_accuracy": 0.3, "diagnostics": diag(True, 2.7, 1.0)},
-        "stuck": {"test_macro_f1": 0.01, "test_accuracy": 0.07, "diagnostics": diag(False, 2.7, 2.6)},
+        "stuck": {
+            "test_macro_f1": 0.01,
+            "test_accuracy": 0.07,
+            "diagnostics": diag(False, 2.7, 2.6),
+        },
         "good": {
             "test_macro_f1": 0.7,
             "test_accuracy": 0.7,
@@ -63,8 +67,16 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
             "epochs": {"stage1": 15.0, "stage2": 4.0},
             "stopped_early": True,
         },
-        "few_steps": {"test_macro_f1": 0.01, "test_accuracy": 0.07, "diagnostics": diag(False, 2.7, 2.6, steps=100)},
-        "overfit": {"test_macro_f1": 0.3, "test_accuracy": 0.3, "diagnostics": diag(False, 2.7, 0.1)},
+        "few_steps": {
+            "test_macro_f1": 0.01,
+            "test_accuracy": 0.07,
+            "diagnostics": diag(False, 2.7, 2.6, steps=100),
+        },
+        "overfit": {
+            "test_macro_f1": 0.3,
+            "test_accuracy": 0.3,
+            "diagnostics": diag(False, 2.7, 0.1),
+        },
         "tiny_s": {
             "test_macro_f1": 0.7,
             "test_accuracy": 0.7,
@@ -104,15 +116,22 @@ def test_runs_below_tfidf_near_chance_or_cut_short_are_flagged_with_a_cause(tmp_
     table = summarize(paths, tmp_path / "s.md", tmp_path / "s.csv")
     flag = dict(zip(table.run, table.flag.fillna("")))
     assert flag["tfidf"] == "" and flag["good"] == ""
-    assert "below the tfidf baseline (30.00 vs 60.00" in flag["budget"] and "raise `stage2.epochs`" in flag["budget"]
+    assert (
+        "below the tfidf baseline (30.00 vs 60.00" in flag["budget"]
+        and "raise `stage2.epochs`" in flag["budget"]
+    )
     assert "budget-limited" in flag["budget"]
     assert "near chance" in flag["stuck"] and "`stage2.learning_rate`" in flag["stuck"]
     # the same loss curve in fewer steps than the default floor: the steps, not the learning rate
     assert "likely too few steps" in flag["few_steps"] and "learning_rate" not in flag["few_steps"]
     assert "in 100 steps, under the default floor of 600" in flag["few_steps"]
     assert "too little labelled data" in flag["overfit"] and "`top_k`" in flag["overfit"]
-    assert flag["tiny_s"].startswith("retrieval found little: S holds 150 documents for 300 training examples")
-    assert flag["short"].startswith("budget-limited: it went over the task data 1.3 times in stage1, 2.7 times in stage2")
+    assert flag["tiny_s"].startswith(
+        "retrieval found little: S holds 150 documents for 300 training examples"
+    )
+    assert flag["short"].startswith(
+        "budget-limited: it went over the task data 1.3 times in stage1, 2.7 times in stage2"
+    )
     assert "raise `stage2.epochs`" in flag["short"]
     md = (tmp_path / "s.md").read_text()
     assert "## Flags" in md and "- t / stuck: near chance" in md

@@ -35,7 +35,9 @@ def test_killed_writer_leaves_no_final_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.parquet")])
     assert proc.returncode != 0
     assert not (tmp_path / "out.parquet").exists()
-    assert all(p.name.startswith(".out.parquet.") for p in tmp_path.iterdir()), "only a hidden temporary remains"
+    assert all(p.name.startswith(".out.parquet.") for p in tmp_path.iterdir()), (
+        "only a hidden temporary remains"
+    )
 
 
 def test_parquet_text_columns_are_string(tmp_path):

@@ -23,4 +23,6 @@ def test_rake_ranks_multiword_phrases_first():
 def test_make_query_modes():
     assert make_query("raw text here", "raw", 5) == "raw text here"
     assert make_query(ABSTRACT, "keywords", 2).startswith("linear diophantine equations")
-    assert make_query("the of and", "keywords", 5) == "the of and"  # nothing to extract: fall back to the text
+    assert (
+        make_query("the of and", "keywords", 5) == "the of and"
+    )  # nothing to extract: fall back to the text

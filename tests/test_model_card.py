@@ -10,7 +10,14 @@ from tlm.retrievers import RETRIEVERS, Retriever
 
 def card_text(kind="tlm", pretrained=None, external=None, **task):
     stage = {
-        "plan": {"max_steps": 10, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1, "rho1": 1, "rho2": 20},
+        "plan": {
+            "max_steps": 10,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "warmup_steps": 1,
+            "rho1": 1,
+            "rho2": 20,
+        },
         "steps": 10,
         "tokens": 1000,
         "flops": 1e9,
@@ -34,8 +41,21 @@ def card_text(kind="tlm", pretrained=None, external=None, **task):
         "device": "cpu",
     }
     info = {
-        "task": {"name": "demo", "query_mode": "raw", "top_k": 5, "train": 8, "dev": 3, "test": 3, **task},
-        "run": {"name": "run", "seed": 0, "kind": kind, "external": external or ("bm25" if kind == "tlm" else "none")},
+        "task": {
+            "name": "demo",
+            "query_mode": "raw",
+            "top_k": 5,
+            "train": 8,
+            "dev": 3,
+            "test": 3,
+            **task,
+        },
+        "run": {
+            "name": "run",
+            "seed": 0,
+            "kind": kind,
+            "external": external or ("bm25" if kind == "tlm" else "none"),
+        },
         "corpus": {"paths": ["c.jsonl"], "documents": 10},
         "pretrained": pretrained,
         "version": "0.2.0",
@@ -83,15 +103,27 @@ def test_card_licence_defaults_to_other_and_language_is_left_out():
 def test_runs_from_a_checkpoint_name_their_base_model(kind, pretrained, base):
     meta = card_metadata(kind, pretrained)
     assert meta["base_model"] == base
-    assert meta["tags"] == (["tlm", "text-classification", kind] if kind != "tlm" else ["tlm", "text-classification"])
+    assert meta["tags"] == (
+        ["tlm", "text-classification", kind] if kind != "tlm" else ["tlm", "text-classification"]
+    )
 
 
 def test_card_says_what_s_is_in_its_retrievers_words(monkeypatch):
-    assert "- external data S: the top-5 BM25 neighbours of each training example (queries: raw) in a general " in card_text()
-    assert "- external data: 3 documents drawn at random from a corpus of 10 (the `random` ablation)" in card_text(
-        external="random"
+    assert (
+        "- external data S: the top-5 BM25 neighbours of each training example (queries: raw) in a general "
+        in card_text()
+    )
+    assert (
+        "- external data: 3 documents drawn at random from a corpus of 10 (the `random` ablation)"
+        in card_text(external="random")
     )
     assert "- no external data: the task's texts only" in card_text(external="none")
     # a new retriever needs no change here: its card line defaults to its description and S's size
-    monkeypatch.setitem(RETRIEVERS, "nearest", Retriever("nearest", "the nearest documents", select=lambda *a: (0, 0)))
-    assert "- external data S (the nearest documents): 3 documents, 0.0 MB" in card_text(external="nearest")
+    monkeypatch.setitem(
+        RETRIEVERS,
+        "nearest",
+        Retriever("nearest", "the nearest documents", select=lambda *a: (0, 0)),
+    )
+    assert "- external data S (the nearest documents): 3 documents, 0.0 MB" in card_text(
+        external="nearest"
+    )

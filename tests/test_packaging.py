@@ -16,14 +16,22 @@ def requirement_names(reqs):
 
 
 def test_envs_match_pyproject():
-    project = requirement_names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    project = requirement_names(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
     seen = set()
     for env_file in sorted((ROOT / "envs").glob("*.yaml")):
         deps = yaml.safe_load(env_file.read_text())["dependencies"]
-        reqs = [d for d in deps if isinstance(d, str)] + [p for d in deps if isinstance(d, dict) for p in d["pip"]]
-        for name, spec in requirement_names(r for r in reqs if not r.startswith(("-e", "python", "pip"))).items():
+        reqs = [d for d in deps if isinstance(d, str)] + [
+            p for d in deps if isinstance(d, dict) for p in d["pip"]
+        ]
+        for name, spec in requirement_names(
+            r for r in reqs if not r.startswith(("-e", "python", "pip"))
+        ).items():
             assert name in project, f"{env_file.name}: {name} is not a dependency in pyproject.toml"
-            assert spec == project[name], f"{env_file.name}: {name}{spec} but pyproject.toml has {name}{project[name]}"
+            assert spec == project[name], (
+                f"{env_file.name}: {name}{spec} but pyproject.toml has {name}{project[name]}"
+            )
             seen.add(name)
     assert seen >= set(project) - {"snakemake"}, "every runtime dependency is in some environment"
 
@@ -38,7 +46,9 @@ def test_the_workflow_version_reads_git_without_writing_to_it(tmp_path):
     from tlm.export import workflow_version
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     git("init", "-q")
     (tmp_path / "f").write_text("a\n")
@@ -46,7 +56,9 @@ def test_the_workflow_version_reads_git_without_writing_to_it(tmp_path):
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
     head = git("rev-parse", "--short", "HEAD")
     index = (tmp_path / ".git/index").read_bytes()
-    os.utime(tmp_path / "f", (1, 1))  # stat data the index no longer matches: a refresh would rewrite it
+    os.utime(
+        tmp_path / "f", (1, 1)
+    )  # stat data the index no longer matches: a refresh would rewrite it
     assert workflow_version(tmp_path) == f"{__version__} ({head})"
     (tmp_path / "f").write_text("b\n")
     assert workflow_version(tmp_path) == f"{__version__} ({head}-dirty)"
@@ -55,8 +67,12 @@ def test_the_workflow_version_reads_git_without_writing_to_it(tmp_path):
 
 
 def test_snakefile_min_version_is_pyprojects_snakemake():
-    pin = requirement_names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])["snakemake"]
-    assert re.search(r'^min_version\("([^"]+)"\)', (ROOT / "Snakefile").read_text(), re.M).group(1) == pin.removeprefix(">=")
+    pin = requirement_names(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )["snakemake"]
+    assert re.search(r'^min_version\("([^"]+)"\)', (ROOT / "Snakefile").read_text(), re.M).group(
+        1
+    ) == pin.removeprefix(">=")
 
 
 def test_the_container_installs_what_make_install_does():
@@ -64,7 +80,10 @@ def test_the_container_installs_what_make_install_does():
     container directive names the image the README builds."""
     makefile, dockerfile = (ROOT / "Makefile").read_text(), (ROOT / "Dockerfile").read_text()
     torch = re.search(r"^TORCH \?= (\S+)", makefile, re.M).group(1)
-    assert f"ARG TORCH={torch}\n" in dockerfile and 'pip install --index-url "$TORCH_INDEX" "$TORCH"' in dockerfile
+    assert (
+        f"ARG TORCH={torch}\n" in dockerfile
+        and 'pip install --index-url "$TORCH_INDEX" "$TORCH"' in dockerfile
+    )
     assert re.search(r'^RUN python -m pip install "\.\$EXTRAS"', dockerfile, re.M)
     assert 'container: str(Path(workflow.basedir) / "tlm.sif")' in (ROOT / "Snakefile").read_text()
     assert "apptainer build tlm.sif" in (ROOT / "README.md").read_text()

@@ -15,19 +15,42 @@ from tlm.smk import run
 
 
 def fake_snakemake(tmp_path, rule="shard_corpus"):
-    return SimpleNamespace(rule=rule, log=[str(tmp_path / "job.log")], output=[str(tmp_path / "results" / "corpus")], threads=1)
+    return SimpleNamespace(
+        rule=rule,
+        log=[str(tmp_path / "job.log")],
+        output=[str(tmp_path / "results" / "corpus")],
+        threads=1,
+    )
 
 
 @pytest.mark.parametrize(
     "error, expected",
     [
-        (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device (or quota) while writing"),
-        (OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"), "no space left on the device"),
-        (OSError("4096 requested and 0 written"), "no space left on the device"),  # numpy's tofile, writing an index
+        (
+            OSError(errno.ENOSPC, "No space left on device"),
+            "no space left on the device (or quota) while writing",
+        ),
+        (
+            OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),
+            "no space left on the device",
+        ),
+        (
+            OSError("4096 requested and 0 written"),
+            "no space left on the device",
+        ),  # numpy's tofile, writing an index
         (OSError("IOError: [Errno 13] Detail: nope"), "permission denied"),
-        (PermissionError(errno.EACCES, "Permission denied", "/data/corpus.jsonl"), "permission denied: /data/corpus.jsonl"),
-        (FileNotFoundError(errno.ENOENT, "No such file", "/data/part-3.jsonl"), "/data/part-3.jsonl vanished while the job ran"),
-        (TLMInputError("/data/x.jsonl: the compressed file is truncated. Fix: fetch it again."), "/data/x.jsonl: the compressed"),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/data/corpus.jsonl"),
+            "permission denied: /data/corpus.jsonl",
+        ),
+        (
+            FileNotFoundError(errno.ENOENT, "No such file", "/data/part-3.jsonl"),
+            "/data/part-3.jsonl vanished while the job ran",
+        ),
+        (
+            TLMInputError("/data/x.jsonl: the compressed file is truncated. Fix: fetch it again."),
+            "/data/x.jsonl: the compressed",
+        ),
     ],
 )
 def test_os_errors_and_bad_input_end_the_job_with_one_message(tmp_path, error, expected):
@@ -58,15 +81,32 @@ def test_disk_full_while_writing_a_shard_leaves_nothing_behind(tmp_path, monkeyp
         shard_corpus([str(tmp_path / "c.txt")], tmp_path / "corpus", shard_size=10_000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"], "no shard and no temporary left"
     monkeypatch.setattr(pq.ParquetWriter, "write_table", real)
-    assert shard_corpus([str(tmp_path / "c.txt")], tmp_path / "corpus", shard_size=10_000).documents == 30_000
+    assert (
+        shard_corpus([str(tmp_path / "c.txt")], tmp_path / "corpus", shard_size=10_000).documents
+        == 30_000
+    )
 
 
 # kill -9 at the n-th atomic commit of a job of the rule: after an output is written under its
 # temporary name, before it is renamed (train_stage1: while saving its second resumable checkpoint)
 # tests/fault_kill/sitecustomize.py arms it in the workflow's processes (none of it is in src/tlm)
-FAULT_PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT / "tests" / "fault_kill"), str(ROOT / "src"), os.getenv("PYTHONPATH")]))
-FAULTS = [("shard_corpus", 1), ("count_terms", 1), ("build_index", 1), ("retrieve", 1), ("train_stage1", 2), ("evaluate", 1)]
-TIMES = ["seconds", "data_seconds", "tokens_per_s", "mfu"]  # of train_log.csv: the only columns that differ
+FAULT_PYTHONPATH = os.pathsep.join(
+    filter(None, [str(ROOT / "tests" / "fault_kill"), str(ROOT / "src"), os.getenv("PYTHONPATH")])
+)
+FAULTS = [
+    ("shard_corpus", 1),
+    ("count_terms", 1),
+    ("build_index", 1),
+    ("retrieve", 1),
+    ("train_stage1", 2),
+    ("evaluate", 1),
+]
+TIMES = [
+    "seconds",
+    "data_seconds",
+    "tokens_per_s",
+    "mfu",
+]  # of train_log.csv: the only columns that differ
 
 
 def test_kill_9_in_each_stage_then_a_rerun_ends_as_an_uninterrupted_run(tmp_path, done):
@@ -79,29 +119,42 @@ def test_kill_9_in_each_stage_then_a_rerun_ends_as_an_uninterrupted_run(tmp_path
 
     tiny_config(tmp_path)
     for rule, nth in FAULTS:
-        proc = smk(tmp_path, check=False, env={"TLM_FAULT_KILL": f"{rule}:{nth}", "PYTHONPATH": FAULT_PYTHONPATH})
+        proc = smk(
+            tmp_path,
+            check=False,
+            env={"TLM_FAULT_KILL": f"{rule}:{nth}", "PYTHONPATH": FAULT_PYTHONPATH},
+        )
         assert proc.returncode != 0 and f"Error in rule {rule}" in proc.stdout + proc.stderr, rule
     resumed = smk(tmp_path)
     assert resumed.returncode == 0
-    assert any("resumed from step 2" in log.read_text() for log in (tmp_path / "logs/train_stage1").rglob("*.log"))
+    assert any(
+        "resumed from step 2" in log.read_text()
+        for log in (tmp_path / "logs/train_stage1").rglob("*.log")
+    )
 
     ours, theirs = tmp_path / "results", done / "results"
     listed = lambda root: sorted(  # noqa: E731 (the report is made on demand, by another test)
-        p.relative_to(root) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != "report.html"
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name != "report.html"
     )
     files = [p for p in listed(theirs) if "plm_tlm" not in p.parts]  # `done` trains one run more
     assert files == listed(ours)
     for rel in files:
         a, b = ours / rel, theirs / rel
         if rel.suffix == ".parquet":
-            pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), check_exact=True, obj=str(rel))
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(a), pd.read_parquet(b), check_exact=True, obj=str(rel)
+            )
         elif rel.suffix == ".npy":
             assert np.array_equal(np.load(a), np.load(b)), rel
         elif rel.suffix == ".safetensors":
             x, y = load_file(a), load_file(b)
             assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x), rel
         elif rel.name == "train_log.csv":
-            pd.testing.assert_frame_equal(pd.read_csv(a).drop(columns=TIMES), pd.read_csv(b).drop(columns=TIMES), obj=str(rel))
+            pd.testing.assert_frame_equal(
+                pd.read_csv(a).drop(columns=TIMES), pd.read_csv(b).drop(columns=TIMES), obj=str(rel)
+            )
         elif rel.suffix == ".json" and rel.parts[0] in ("metrics", "corpus", "index", "tasks"):
             strip = lambda m: {k: v for k, v in m.items() if "second" not in k}  # noqa: E731 (times differ)
             assert strip(json.loads(a.read_text())) == strip(json.loads(b.read_text())), rel
@@ -123,7 +176,9 @@ def test_workflows_sharing_a_corpus_at_once_and_its_cached_index(tmp_path):
     for i, d in enumerate(dirs):
         d.mkdir()
         cfg = tiny_config(d)
-        cfg["corpus"]["paths"] = [str(dirs[0] / p) for p in cfg["corpus"]["paths"]]  # one corpus, shared
+        cfg["corpus"]["paths"] = [
+            str(dirs[0] / p) for p in cfg["corpus"]["paths"]
+        ]  # one corpus, shared
         cfg["tasks"]["demo"]["top_k"] = 3 + i
         write_config(d, cfg)
 
@@ -155,7 +210,12 @@ def test_workflows_sharing_a_corpus_at_once_and_its_cached_index(tmp_path):
     out = third.communicate(timeout=900)[0]
     assert third.returncode == 0, out[-3000:]
     assert "from cache" in out, out[-3000:]
-    for rule in ("shard_corpus", "count_terms", "corpus_stats", "build_index"):  # no job of them ran (their logs are empty)
+    for rule in (
+        "shard_corpus",
+        "count_terms",
+        "corpus_stats",
+        "build_index",
+    ):  # no job of them ran (their logs are empty)
         assert all(log.stat().st_size == 0 for log in (dirs[2] / "logs").glob(f"{rule}.log")), rule
         assert all(log.stat().st_size == 0 for log in (dirs[2] / "logs" / rule).glob("*.log")), rule
     for rel in ("corpus/shard-00000.parquet", "corpus/shard-00002.parquet"):
@@ -163,4 +223,10 @@ def test_workflows_sharing_a_corpus_at_once_and_its_cached_index(tmp_path):
         pd.testing.assert_frame_equal(frames[0], frames[1])
         pd.testing.assert_frame_equal(frames[0], frames[2])
     for i, d in enumerate(dirs):  # each with its own K, from the one index
-        assert pd.read_parquet(d / "results/retrieval/demo/topk.parquet").groupby("query_id").size().max() == 3 + i
+        assert (
+            pd.read_parquet(d / "results/retrieval/demo/topk.parquet")
+            .groupby("query_id")
+            .size()
+            .max()
+            == 3 + i
+        )

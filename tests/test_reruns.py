@@ -32,7 +32,9 @@ def planned(tmp, cfg) -> set[tuple]:
     write_config(tmp, cfg)
     jobs = []
     for line in smk(tmp, "-n").stdout.splitlines():
-        rule = re.fullmatch(r"\s*(?:local)?(?:rule|checkpoint) (\w+):", line)  # a group job's rules are indented
+        rule = re.fullmatch(
+            r"\s*(?:local)?(?:rule|checkpoint) (\w+):", line
+        )  # a group job's rules are indented
         if rule:
             jobs.append([rule[1]])
         elif jobs and (wildcards := re.fullmatch(r"\s*wildcards: (.*)", line)):
@@ -48,7 +50,10 @@ def retrieval(task):
         ("select_external", f"task={task}"),
         ("retrieval_report", f"task={task}"),
         ("train_tokenizer", f"task={task}"),
-        *(("tokenize", f"task={task}", f"source={s}") for s in ("train", "dev", "test", "external")),
+        *(
+            ("tokenize", f"task={task}", f"source={s}")
+            for s in ("train", "dev", "test", "external")
+        ),
         *trained(task, "tlm", 0),
         ("export_best", f"task={task}"),
         ("plot_task", f"task={task}"),

@@ -18,8 +18,12 @@ TESTS = Path(__file__).resolve().parent
 
 
 def test_the_schema_lists_the_tables_rows():
-    runs = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())["properties"]["runs"]["additionalProperties"]
-    assert runs["properties"]["external"]["enum"] == [name for name in RETRIEVERS if name != "first"]
+    runs = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())["properties"]["runs"][
+        "additionalProperties"
+    ]
+    assert runs["properties"]["external"]["enum"] == [
+        name for name in RETRIEVERS if name != "first"
+    ]
     assert runs["properties"]["kind"]["enum"] == list(RUN_KINDS)
 
 
@@ -35,7 +39,10 @@ def first_retriever():
 
 
 def test_a_registered_retriever_is_a_valid_external(first_retriever):
-    config = {"corpus": {"paths": ["c.parquet"]}, "tasks": {"t": {"train": "t.csv", "dev": "d.csv", "test": "e.csv"}}}
+    config = {
+        "corpus": {"paths": ["c.parquet"]},
+        "tasks": {"t": {"train": "t.csv", "dev": "d.csv", "test": "e.csv"}},
+    }
     validate_config({**config, "runs": {"first": {"external": "first"}}})
     assert first_retriever.rule == "select_first" and first_retriever.source == "first"
 
@@ -52,8 +59,15 @@ def test_a_new_retriever_is_planned_and_run_by_the_workflow(tmp_path):
     plan = smk(tmp_path, "-n", env=env).stdout
     for job in ("select_first", "select_external", "train_stage1"):
         assert f"rule {job}:" in plan or f"localrule {job}:" in plan, job
-    assert "source: first" in plan or "source=first" in plan  # the run's S tokenized in the task's vocabulary
-    smk(tmp_path, "results/retrieval/demo/first.parquet", "results/models/demo/tokens/first", env=env)
+    assert (
+        "source: first" in plan or "source=first" in plan
+    )  # the run's S tokenized in the task's vocabulary
+    smk(
+        tmp_path,
+        "results/retrieval/demo/first.parquet",
+        "results/models/demo/tokens/first",
+        env=env,
+    )
     s = pd.read_parquet(tmp_path / "results/retrieval/demo/first.parquet")
     assert s.doc_id.tolist() == list(range(40)) and (s.best_rank == 0).all()
     assert (tmp_path / "logs/select_first/demo.log").exists()

@@ -14,9 +14,18 @@ def corpus(tmp_path):
 
 
 def test_external_is_the_union_with_best_ranks(tmp_path):
-    topk = pd.DataFrame({"query_id": [0, 0, 1, 1], "doc_id": [3, 13, 13, 7], "score": [2.0, 1.0, 3.0, 1.0], "rank": [1, 2, 1, 2]})
+    topk = pd.DataFrame(
+        {
+            "query_id": [0, 0, 1, 1],
+            "doc_id": [3, 13, 13, 7],
+            "score": [2.0, 1.0, 3.0, 1.0],
+            "rank": [1, 2, 1, 2],
+        }
+    )
     topk.to_parquet(tmp_path / "topk.parquet")
-    assert select_external(tmp_path / "topk.parquet", corpus(tmp_path), tmp_path / "ext.parquet") == (3, 16)
+    assert select_external(
+        tmp_path / "topk.parquet", corpus(tmp_path), tmp_path / "ext.parquet"
+    ) == (3, 16)
     docs = pd.read_parquet(tmp_path / "ext.parquet")
     assert docs.doc_id.tolist() == [3, 7, 13]
     assert docs.text.tolist() == ["doc 3", "doc 7", "doc 13"]

@@ -13,15 +13,27 @@ from conftest import ROOT, SNAKEMAKE, smk, tiny_config, write_config
 
 def planned_rules(tmp) -> set[str]:
     out = smk(tmp, "-n").stdout
-    return set(re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):", out, flags=re.M)) - {"all"}  # group jobs indent theirs
+    return set(re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):", out, flags=re.M)) - {
+        "all"
+    }  # group jobs indent theirs
 
 
 SCHEMAS = {
     "corpus/shard-00000.parquet": {"doc_id": "int64", "text": "string"},
     "tasks/demo/test.parquet": {"text": "string", "label": "string"},
     "retrieval/demo/queries.parquet": {"query_id": "int64", "text": "string"},
-    "retrieval/demo/hits-00000.parquet": {"query_id": "int64", "doc_id": "int64", "score": "float", "rank": "int32"},
-    "retrieval/demo/topk.parquet": {"query_id": "int64", "doc_id": "int64", "score": "float", "rank": "int32"},
+    "retrieval/demo/hits-00000.parquet": {
+        "query_id": "int64",
+        "doc_id": "int64",
+        "score": "float",
+        "rank": "int32",
+    },
+    "retrieval/demo/topk.parquet": {
+        "query_id": "int64",
+        "doc_id": "int64",
+        "score": "float",
+        "rank": "int32",
+    },
     "retrieval/demo/external.parquet": {"doc_id": "int64", "text": "string", "best_rank": "int32"},
     "retrieval/demo/random.parquet": {"doc_id": "int64", "text": "string", "best_rank": "int32"},
     "tasks/demo/train.parquet": {"text": "string", "label": "string"},
@@ -55,20 +67,39 @@ def test_every_artefact_exists_with_its_schema(done):
     tfidf = json.loads((res / "metrics/demo/tfidf/seed0.json").read_text())
     assert 0 <= tfidf["test_macro_f1"] <= 1 and tfidf["train_flops"] is None
     summary = pd.read_csv(res / "summary.csv")
-    assert summary.run.tolist() == ["tlm", "task_only", "random", "no_stage2", "tlm_k2", "tfidf", "plm", "plm_tlm"]
+    assert summary.run.tolist() == [
+        "tlm",
+        "task_only",
+        "random",
+        "no_stage2",
+        "tlm_k2",
+        "tfidf",
+        "plm",
+        "plm_tlm",
+    ]
     plm = json.loads((res / "metrics/demo/plm/seed0.json").read_text())
     assert plm["stage1_steps"] == 0 and plm["stage2_steps"] == 4 and plm["train_flops"] > 0
     assert plm["parameters"] < 100_000 and plm["pretraining"] == "none (random)"
     assert not (res / "models/demo/plm/seed0/stage1").exists()
     plm_tlm = json.loads((res / "metrics/demo/plm_tlm/seed0.json").read_text())
-    assert plm_tlm["stage1_steps"] == 8 and plm_tlm["stage2_steps"] == 4 and plm_tlm["parameters"] == plm["parameters"]
+    assert (
+        plm_tlm["stage1_steps"] == 8
+        and plm_tlm["stage2_steps"] == 4
+        and plm_tlm["parameters"] == plm["parameters"]
+    )
     assert plm_tlm["train_flops"] > plm["train_flops"] and plm_tlm["external_docs"] == len(external)
     stage1 = json.loads((res / "models/demo/plm_tlm/seed0/stage1/train_result.json").read_text())
     assert stage1["mlm_head"] == "new"
-    assert stage1["settings"]["stage1"]["learning_rate"] == 1e-3  # the config's own, over the preset's
-    assert (res / "models/demo/plm_tlm/tokens/external").is_dir()  # S in the checkpoint's vocabulary
+    assert (
+        stage1["settings"]["stage1"]["learning_rate"] == 1e-3
+    )  # the config's own, over the preset's
+    assert (
+        res / "models/demo/plm_tlm/tokens/external"
+    ).is_dir()  # S in the checkpoint's vocabulary
     k2 = json.loads((res / "metrics/demo/tlm_k2/seed0.json").read_text())
-    assert k2["external_docs"] == (external.best_rank <= 2).sum() < len(external), "K ablation: S cut at rank 2"
+    assert k2["external_docs"] == (external.best_rank <= 2).sum() < len(external), (
+        "K ablation: S cut at rank 2"
+    )
     assert (summary.seeds == 1).all() and (summary.test_macro_f1_std == 0).all()
     md = (res / "summary.md").read_text()
     assert "macro-F1" in md and " ± " in md and "plm: train FLOPs count the fine-tuning only" in md
@@ -97,12 +128,26 @@ def test_changing_a_setting_reruns_only_what_depends_on_it(done):
         cfg["stage2"]["learning_rate"] = 5e-4
         write_config(done, cfg)
         # no_stage2 and tfidf kept; plm fine-tunes with the stage2 settings
-        assert planned_rules(done) == {"train_stage2", "finetune_plm", "evaluate", "summarize", "plot_task", *USE}
+        assert planned_rules(done) == {
+            "train_stage2",
+            "finetune_plm",
+            "evaluate",
+            "summarize",
+            "plot_task",
+            *USE,
+        }
 
         cfg = yaml.safe_load(original)
         cfg["stage1"]["learning_rate"] = 5e-4
         write_config(done, cfg)
-        assert planned_rules(done) == {"train_stage1", "train_stage2", "evaluate", "summarize", "plot_task", *USE}
+        assert planned_rules(done) == {
+            "train_stage1",
+            "train_stage2",
+            "evaluate",
+            "summarize",
+            "plot_task",
+            *USE,
+        }
 
         cfg = yaml.safe_load(original)
         cfg["tasks"]["demo"]["top_k"] = 3
@@ -146,7 +191,10 @@ def test_unknown_test_label_fails_with_a_clear_message(tmp_path):
     test.to_parquet(tmp_path / "task" / "test.parquet")
     proc = smk(tmp_path, "results/tasks/demo/labels.json", check=False)
     assert proc.returncode != 0
-    assert "task/test.parquet: labels not seen in train: ['no-such-section']" in proc.stdout + proc.stderr
+    assert (
+        "task/test.parquet: labels not seen in train: ['no-such-section']"
+        in proc.stdout + proc.stderr
+    )
     assert not (tmp_path / "results" / "tasks" / "demo" / "labels.json").exists()
 
 
@@ -156,10 +204,16 @@ def test_missing_corpus_is_named(tmp_path):
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stdout + proc.stderr
-    cfg["corpus"]["paths"] = ["corpus/*.parquet", "corpus/a.parquet"]  # read twice: every document counted twice
+    cfg["corpus"]["paths"] = [
+        "corpus/*.parquet",
+        "corpus/a.parquet",
+    ]  # read twice: every document counted twice
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "corpus.paths: 'corpus/a.parquet' is listed twice" in proc.stdout + proc.stderr
+    assert (
+        proc.returncode != 0
+        and "corpus.paths: 'corpus/a.parquet' is listed twice" in proc.stdout + proc.stderr
+    )
 
 
 def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
@@ -168,7 +222,11 @@ def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "runs.plm.pretrained = 'no_such_checkpoint'" in out and "pip install -e '.[plm]'" in out
+    assert (
+        proc.returncode != 0
+        and "runs.plm.pretrained = 'no_such_checkpoint'" in out
+        and "pip install -e '.[plm]'" in out
+    )
 
 
 def test_report_has_the_table_the_plots_and_the_retrieval_page(done):
@@ -178,7 +236,13 @@ def test_report_has_the_table_the_plots_and_the_retrieval_page(done):
     assert "|S| share of the corpus" in page and "<ol>" in page
     smk(done, "--report", "results/report.html")
     report = (done / "results/report.html").read_text(errors="replace")
-    for name in ("summary.md", "quality_vs_flops.png", "training_curves.png", "runs.png", "retrieval.html"):
+    for name in (
+        "summary.md",
+        "quality_vs_flops.png",
+        "training_curves.png",
+        "runs.png",
+        "retrieval.html",
+    ):
         assert name in report, name
 
 
@@ -196,11 +260,19 @@ def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow
     assert model.config.label2id == {label: i for i, label in enumerate(labels)}
     ours = pd.read_parquet(done / "results/metrics/demo" / run / "seed0-test.parquet")
     texts = pd.read_parquet(done / "results/tasks/demo/test.parquet")["text"].tolist()
-    classify = pipeline("text-classification", model=str(model_dir), tokenizer=AutoTokenizer.from_pretrained(model_dir))
+    classify = pipeline(
+        "text-classification",
+        model=str(model_dir),
+        tokenizer=AutoTokenizer.from_pretrained(model_dir),
+    )
     out = classify(texts, truncation=True, top_k=None, batch_size=8)
-    theirs = np.array([[{d["label"]: d["score"] for d in row}[label] for label in labels] for row in out])
+    theirs = np.array(
+        [[{d["label"]: d["score"] for d in row}[label] for label in labels] for row in out]
+    )
     assert [max(row, key=lambda d: d["score"])["label"] for row in out] == ours["label"].tolist()
-    np.testing.assert_allclose(theirs, ours[[f"prob_{label}" for label in labels]].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        theirs, ours[[f"prob_{label}" for label in labels]].to_numpy(), atol=1e-5
+    )
 
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification")
@@ -224,7 +296,9 @@ def test_trained_models_load_with_plain_transformers_and_predict_as_the_workflow
     assert meta.get("base_model") == (str(done / "encoder") if run.startswith("plm") else None)
     assert len(meta["tags"]) == len(set(meta["tags"]))
     assert json.loads((model_dir / "metrics.json").read_text())["test_macro_f1"] == pytest.approx(
-        json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())["test_macro_f1"]
+        json.loads((done / "results/metrics/demo" / run / "seed0.json").read_text())[
+            "test_macro_f1"
+        ]
     )
 
 
@@ -243,9 +317,14 @@ def test_predictions_on_new_texts_and_the_exported_model(done):
     labels = json.loads((done / "results/tasks/demo/labels.json").read_text())["labels"]
     assert list(pred.columns) == ["file", "row", "label", *(f"prob_{label}" for label in labels)]
     assert pred.file.unique().tolist() == ["task/new.csv", "task/new.jsonl"]
-    assert pred.groupby("file").row.apply(list).tolist() == [list(range(30)), list(range(len(pred) - 30))]
+    assert pred.groupby("file").row.apply(list).tolist() == [
+        list(range(30)),
+        list(range(len(pred) - 30)),
+    ]
     test = pd.read_parquet(done / "results/metrics/demo/tlm/seed0-test.parquet")
-    assert pred.label.tolist() == test.label.tolist(), "the same texts get the test split's predictions"
+    assert pred.label.tolist() == test.label.tolist(), (
+        "the same texts get the test split's predictions"
+    )
     probs = pred[[f"prob_{label}" for label in labels]].to_numpy()
     assert abs(probs.sum(1) - 1).max() < 1e-5
     for run in ("task_only", "random", "no_stage2", "tlm_k2", "plm", "plm_tlm"):
@@ -254,7 +333,9 @@ def test_predictions_on_new_texts_and_the_exported_model(done):
     export = done / "results/export/demo"
     choice = json.loads((export / "selection.json").read_text())
     dev = {
-        run: json.loads((done / f"results/metrics/demo/{run}/seed0.json").read_text())["dev_macro_f1"]
+        run: json.loads((done / f"results/metrics/demo/{run}/seed0.json").read_text())[
+            "dev_macro_f1"
+        ]
         for run in ("tlm", "task_only", "random", "no_stage2", "tlm_k2", "plm", "plm_tlm")
     }
     assert choice["run"] in dev and dev[choice["run"]] == max(dev.values())
@@ -262,21 +343,31 @@ def test_predictions_on_new_texts_and_the_exported_model(done):
     # the tiny workflow's models (8 steps) are flagged in the summary; the model card says the same
     summary = pd.read_csv(done / "results/summary.csv").set_index("run")
     card = (export / "README.md").read_text()
-    assert f"**Quality warning** (the workflow's summary flags this run): {summary.flag[choice['run']].split('. ')[0]}" in card
+    assert (
+        f"**Quality warning** (the workflow's summary flags this run): {summary.flag[choice['run']].split('. ')[0]}"
+        in card
+    )
 
 
 def test_a_users_config_means_exactly_what_it_says(tmp_path):
     """A bare `snakemake` runs the embedded demo; `--configfile my.yaml` runs my.yaml alone."""
     cfg = tiny_config(tmp_path)
-    cfg["corpus"]["paths"] = [str(tmp_path / p) for p in cfg["corpus"]["paths"]]  # run from the repository
-    cfg["tasks"]["demo"] |= {s: str(tmp_path / f"task/{s}.parquet") for s in ("train", "dev", "test")}
+    cfg["corpus"]["paths"] = [
+        str(tmp_path / p) for p in cfg["corpus"]["paths"]
+    ]  # run from the repository
+    cfg["tasks"]["demo"] |= {
+        s: str(tmp_path / f"task/{s}.parquet") for s in ("train", "dev", "test")
+    }
     del cfg["tasks"]["demo"]["predict"]
     write_config(tmp_path, cfg)
     base = [*SNAKEMAKE, "-n", "--forceall", "--nolock", "--directory", str(ROOT)]
     demo = subprocess.run(base, capture_output=True, text=True, timeout=300).stdout
     assert "results/tasks/debian_sections/train.parquet" in demo
     mine = subprocess.run(
-        [*base, "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=300
+        [*base, "--configfile", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     ).stdout
     assert "results/tasks/demo/train.parquet" in mine and "debian_sections" not in mine
 
@@ -289,10 +380,14 @@ def test_predictions_keep_blank_rows_in_place(tmp_path, done):
     model = done / "results/models/demo/tlm/seed0/model"
     texts = pd.read_parquet(done / "task/test.parquet").text.head(4).tolist()
     (tmp_path / "new.csv").write_text("text\n" + "\n".join(f'"{t}"' for t in texts) + "\n")
-    (tmp_path / "gaps.csv").write_text(f'text\n"{texts[0]}"\n\n   \n"{texts[1]}"\n""\n"{texts[2]}"\n"{texts[3]}"\n')
+    (tmp_path / "gaps.csv").write_text(
+        f'text\n"{texts[0]}"\n\n   \n"{texts[1]}"\n""\n"{texts[2]}"\n"{texts[3]}"\n'
+    )
     for name in ("new.csv", "gaps.csv"):
         predict_files(model, [str(tmp_path / name)], "text", tmp_path / f"{name}.parquet")
-    plain, gaps = (pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("new.csv", "gaps.csv"))
+    plain, gaps = (
+        pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("new.csv", "gaps.csv")
+    )
     assert gaps.row.tolist() == list(range(7))
     assert gaps.label.isna().tolist() == [False, True, True, False, True, False, False]
     assert gaps.label.dropna().tolist() == plain.label.tolist()
@@ -318,7 +413,10 @@ def test_a_model_folder_without_its_weights_says_how_to_rebuild_it(tmp_path, don
     model = tmp_path / "results/models/demo/tlm/seed0/model"
     shutil.copytree(done / "results/models/demo/tlm/seed0/model", model)
     (model / "model.safetensors").unlink()
-    with pytest.raises(TLMInputError, match=f"{model}: not a complete model checkpoint .* Fix: delete the folder {model}"):
+    with pytest.raises(
+        TLMInputError,
+        match=f"{model}: not a complete model checkpoint .* Fix: delete the folder {model}",
+    ):
         predict_files(model, [str(done / "task/new.csv")], "text", tmp_path / "out.parquet")
 
 

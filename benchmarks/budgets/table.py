@@ -50,9 +50,19 @@ def runs(root: Path) -> pd.DataFrame:
 
 def table(df: pd.DataFrame) -> str:
     g = df.groupby(["task", "run"], sort=False)
-    out = g.agg(seeds=("f1", "size"), f1=("f1", "mean"), sd=("f1", "std"), flops=("flops", "mean"), cpu=("cpu_min", "mean"))
+    out = g.agg(
+        seeds=("f1", "size"),
+        f1=("f1", "mean"),
+        sd=("f1", "std"),
+        flops=("flops", "mean"),
+        cpu=("cpu_min", "mean"),
+    )
     out["cpu_max"] = g["cpu_min"].max()
-    tfidf = out.xs("tfidf", level="run")["f1"] if "tfidf" in out.index.get_level_values("run") else pd.Series(dtype=float)
+    tfidf = (
+        out.xs("tfidf", level="run")["f1"]
+        if "tfidf" in out.index.get_level_values("run")
+        else pd.Series(dtype=float)
+    )
     rows = []
     for (task, run), r in out.iterrows():
         ref = tfidf.get(task, float("nan"))

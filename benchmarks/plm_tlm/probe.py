@@ -30,7 +30,13 @@ def encode(model_dir, texts: list[str], max_len: int) -> torch.Tensor:
     model = AutoModel.from_pretrained(str(model_dir)).eval()
     out = []
     for i in range(0, len(texts), 64):
-        batch = tok(texts[i : i + 64], truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        batch = tok(
+            texts[i : i + 64],
+            truncation=True,
+            max_length=max_len,
+            padding=True,
+            return_tensors="pt",
+        )
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1)
         out.append((hidden * mask).sum(1) / mask.sum(1))
@@ -41,12 +47,22 @@ def main() -> None:
     task, runs = sys.argv[1], sys.argv[2:]
     splits = {s: pd.read_parquet(f"results/tasks/{task}/{s}.parquet") for s in ("train", "dev")}
     labels = json.loads(Path(f"results/tasks/{task}/labels.json").read_text())["labels"]
-    y = {s: splits[s].label.map({label: i for i, label in enumerate(labels)}).to_numpy() for s in splits}
-    first = json.loads(Path(f"results/models/{task}/{runs[0]}/seed0/stage1/train_result.json").read_text())["settings"]
-    models = {"checkpoint": pretrained_dir(first["pretrained"])} | {r: f"results/models/{task}/{r}/seed0/stage1" for r in runs}
+    y = {
+        s: splits[s].label.map({label: i for i, label in enumerate(labels)}).to_numpy()
+        for s in splits
+    }
+    first = json.loads(
+        Path(f"results/models/{task}/{runs[0]}/seed0/stage1/train_result.json").read_text()
+    )["settings"]
+    models = {"checkpoint": pretrained_dir(first["pretrained"])} | {
+        r: f"results/models/{task}/{r}/seed0/stage1" for r in runs
+    }
     rows = []
     for name, path in models.items():
-        x = {s: encode(path, splits[s].text.tolist(), first["model"]["max_seq_length"]) for s in splits}
+        x = {
+            s: encode(path, splits[s].text.tolist(), first["model"]["max_seq_length"])
+            for s in splits
+        }
         probe = LogisticRegression(max_iter=2000).fit(x["train"], y["train"])
         f1 = classification_metrics(y["dev"], probe.predict(x["dev"]), len(labels))["macro_f1"]
         rows.append({"encoder": name, "probe dev macro-F1": f"{100 * f1:.2f}"})

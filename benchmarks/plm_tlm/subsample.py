@@ -20,7 +20,11 @@ if __name__ == "__main__":
     parser.add_argument("--train", type=Path, default=ROOT / "data/demo/task/train.parquet")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/plm_tlm/train-300.parquet")
     args = parser.parse_args()
-    rows = pd.read_parquet(args.train).sample(n=args.rows, random_state=args.seed).reset_index(drop=True)
+    rows = (
+        pd.read_parquet(args.train)
+        .sample(n=args.rows, random_state=args.seed)
+        .reset_index(drop=True)
+    )
     with atomic_path(args.out) as tmp:
         rows.to_parquet(tmp, index=False)
     print(f"{args.out}: {len(rows)} rows, {rows.label.nunique()} labels")

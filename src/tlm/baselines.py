@@ -27,7 +27,9 @@ def tfidf_baseline(task_dir, seed: int, grid=(0.3, 1.0, 3.0, 10.0, 30.0)) -> dic
     x |= {s: vec.transform(splits[s]["text"]) for s in ("dev", "test")}
     best = None
     for c in grid:
-        clf = LogisticRegression(C=c, solver="saga", max_iter=1000, random_state=seed).fit(x["train"], y["train"])
+        clf = LogisticRegression(C=c, solver="saga", max_iter=1000, random_state=seed).fit(
+            x["train"], y["train"]
+        )
         dev = classification_metrics(y["dev"], clf.predict(x["dev"]), len(label_id))
         if best is None or dev["macro_f1"] > best[0]["macro_f1"]:
             best = (dev, clf, c)

@@ -77,7 +77,9 @@ class _StrictLoader(yaml.SafeLoader):
 def _unique_json_keys(path, pairs: list) -> dict:
     keys = [k for k, _ in pairs]
     if repeated := sorted({k for k in keys if keys.count(k) > 1}):
-        raise ConfigError(f"{path}: {repeated} given twice in one object; JSON readers keep the last one. Fix: keep one of them.")
+        raise ConfigError(
+            f"{path}: {repeated} given twice in one object; JSON readers keep the last one. Fix: keep one of them."
+        )
     return dict(pairs)
 
 
@@ -100,16 +102,26 @@ def read_config_file(path: str | Path) -> dict:
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
         tab = " (YAML indents with spaces, never tabs)" if r"'\t'" in str(e) else ""
         problem = getattr(e, "problem", None) or e
-        raise ConfigError(f"{where}: not valid YAML: {problem}{tab}. Fix: correct that line.") from None
+        raise ConfigError(
+            f"{where}: not valid YAML: {problem}{tab}. Fix: correct that line."
+        ) from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}). Fix: save it as UTF-8.") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}). Fix: save it as UTF-8."
+        ) from None
 
 
-def validate_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
+def validate_config(
+    config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH
+) -> dict:
     """Check `config` against the schema and fill in defaults; raise ConfigError listing every problem."""
     schema = with_tables(yaml.safe_load(Path(schema_path).read_text()))
-    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(config) + _run_problems(config)
+    errors = sorted(
+        _Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path))
+    )
+    problems = [_describe(e) for e in errors] or _budget_problems(config) + _name_problems(
+        config
+    ) + _run_problems(config)
     if problems:
         raise ConfigError(
             f"{source}: invalid configuration:\n  - "
@@ -173,7 +185,9 @@ def _name_problems(config: dict) -> list[str]:
 
 
 # the kinds of run that read a key (tlm.run_kinds)
-RUN_KEYS_OF_KIND = {key: tuple(sorted(k.name for k in RUN_KINDS.values() if key in k.reads)) for key in KIND_KEYS}
+RUN_KEYS_OF_KIND = {
+    key: tuple(sorted(k.name for k in RUN_KINDS.values() if key in k.reads)) for key in KIND_KEYS
+}
 
 
 def _run_problems(config: dict) -> list[str]:
@@ -191,7 +205,9 @@ def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         out[key] = (
-            deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else copy.deepcopy(value)
         )
     return out
 
@@ -206,24 +222,74 @@ def deep_merge(base: dict, override: dict) -> dict:
 # below the tiny preset's from-scratch 1e-3; its floors are not measured.
 PRESET_DEFAULTS = {
     "tiny": {
-        "stage1": {"batch_size": 32, "learning_rate": 1.0e-3, "warmup_ratio": 0.06, "min_steps": 3000},
-        "stage2": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06, "min_steps": 600},
+        "stage1": {
+            "batch_size": 32,
+            "learning_rate": 1.0e-3,
+            "warmup_ratio": 0.06,
+            "min_steps": 3000,
+        },
+        "stage2": {
+            "batch_size": 32,
+            "learning_rate": 5.0e-4,
+            "warmup_ratio": 0.06,
+            "min_steps": 600,
+        },
     },
     "small": {
-        "stage1": {"batch_size": 32, "learning_rate": 5.0e-4, "warmup_ratio": 0.06, "min_steps": 3000},
-        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 600},
+        "stage1": {
+            "batch_size": 32,
+            "learning_rate": 5.0e-4,
+            "warmup_ratio": 0.06,
+            "min_steps": 3000,
+        },
+        "stage2": {
+            "batch_size": 32,
+            "learning_rate": 1.0e-4,
+            "warmup_ratio": 0.06,
+            "min_steps": 600,
+        },
     },
     "base": {
-        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 10000},
-        "stage2": {"batch_size": 32, "learning_rate": 2.0e-5, "warmup_ratio": 0.1, "min_steps": 1000},
+        "stage1": {
+            "batch_size": 256,
+            "learning_rate": 1.0e-4,
+            "warmup_ratio": 0.06,
+            "min_steps": 10000,
+        },
+        "stage2": {
+            "batch_size": 32,
+            "learning_rate": 2.0e-5,
+            "warmup_ratio": 0.1,
+            "min_steps": 1000,
+        },
     },
     "large": {
-        "stage1": {"batch_size": 256, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 10000},
-        "stage2": {"batch_size": 32, "learning_rate": 1.0e-5, "warmup_ratio": 0.1, "min_steps": 1000},
+        "stage1": {
+            "batch_size": 256,
+            "learning_rate": 1.0e-4,
+            "warmup_ratio": 0.06,
+            "min_steps": 10000,
+        },
+        "stage2": {
+            "batch_size": 32,
+            "learning_rate": 1.0e-5,
+            "warmup_ratio": 0.1,
+            "min_steps": 1000,
+        },
     },
     "pretrained": {
-        "stage1": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.06, "min_steps": 300},
-        "stage2": {"batch_size": 32, "learning_rate": 1.0e-4, "warmup_ratio": 0.1, "min_steps": 300},
+        "stage1": {
+            "batch_size": 32,
+            "learning_rate": 1.0e-4,
+            "warmup_ratio": 0.06,
+            "min_steps": 300,
+        },
+        "stage2": {
+            "batch_size": 32,
+            "learning_rate": 1.0e-4,
+            "warmup_ratio": 0.1,
+            "min_steps": 300,
+        },
     },
 }
 # The budget of a stage that sets none of max_steps, epochs and flops, sized by all its training
@@ -242,7 +308,12 @@ AUTO_TOP_K = {"hits": 60_000, "min": 20, "max": 1000}
 
 def auto_top_k(train_rows: int) -> int:
     """The default K of a task with `train_rows` training examples."""
-    return int(min(AUTO_TOP_K["max"], max(AUTO_TOP_K["min"], round(AUTO_TOP_K["hits"] / max(train_rows, 1)))))
+    return int(
+        min(
+            AUTO_TOP_K["max"],
+            max(AUTO_TOP_K["min"], round(AUTO_TOP_K["hits"] / max(train_rows, 1))),
+        )
+    )
 
 
 def resolve_top_k(config: dict) -> dict:
@@ -252,7 +323,9 @@ def resolve_top_k(config: dict) -> dict:
 
     for spec in config["tasks"].values():
         if spec["top_k"] is None:
-            spec["top_k"] = auto_top_k(sum(map(len, read_column_chunks(spec["train"], spec["text_column"]))))
+            spec["top_k"] = auto_top_k(
+                sum(map(len, read_column_chunks(spec["train"], spec["text_column"])))
+            )
     return config
 
 
@@ -277,7 +350,11 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
     for stage, budget in DEFAULT_BUDGET.items():
         if not any(k in base[stage] for k in BUDGET_KEYS):
             base[stage] = base[stage] | budget
-    return base | {"external": spec["external"], "seed": seed} | ({"pretrained": checkpoint} if checkpoint else {})
+    return (
+        base
+        | {"external": spec["external"], "seed": seed}
+        | ({"pretrained": checkpoint} if checkpoint else {})
+    )
 
 
 def pretrained_dir(spec: str) -> Path:

@@ -39,10 +39,15 @@ def _resolve(schema: dict, node: dict) -> dict:
     target = schema
     for part in node["$ref"].removeprefix("#/").split("/"):
         target = target[part]
-    merged = {**_resolve(schema, target), **{k: v for k, v in node.items() if k not in ("$ref", "properties")}}
+    merged = {
+        **_resolve(schema, target),
+        **{k: v for k, v in node.items() if k not in ("$ref", "properties")},
+    }
     if "properties" in merged:  # a top-level section refines its definition's keys (their defaults)
         refined = node.get("properties", {})
-        merged["properties"] = {k: {**v, **refined.get(k, {})} for k, v in merged["properties"].items()}
+        merged["properties"] = {
+            k: {**v, **refined.get(k, {})} for k, v in merged["properties"].items()
+        }
     return merged
 
 
@@ -54,11 +59,21 @@ def _type(node: dict) -> str:
     types = node.get("type", "object")
     types = types if isinstance(types, list) else [types]
     text = " or ".join(
-        "null" if t == "null" else f"list of {node['items'].get('type', 'value')}" if t == "array" else t for t in types
+        "null"
+        if t == "null"
+        else f"list of {node['items'].get('type', 'value')}"
+        if t == "array"
+        else t
+        for t in types
     )
     bounds = [
         f"{sign} {node[key]}"
-        for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+        for key, sign in (
+            ("minimum", ">="),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "<="),
+            ("exclusiveMaximum", "<"),
+        )
         if key in node
     ]
     return text + (f" ({', '.join(bounds)})" if bounds else "")
@@ -86,10 +101,16 @@ def _rows(schema: dict, node: dict, prefix: str, sections: list) -> list[str]:
         description = sub.get("description")
         ref = "$ref" in sub
         sub = _resolve(schema, sub)
-        if ref and prefix:  # a task's or run's overrides of a top-level section: its keys are listed there
-            rows.append(f"| `{key}` | object | - | {_cell(description or '')}: any key of [`{name}`](#{name}) |")
+        if (
+            ref and prefix
+        ):  # a task's or run's overrides of a top-level section: its keys are listed there
+            rows.append(
+                f"| `{key}` | object | - | {_cell(description or '')}: any key of [`{name}`](#{name}) |"
+            )
             continue
-        rows.append(f"| `{key}` | {_type(sub)} | {_default(sub, name in required)} | {_cell(description or '')} |")
+        rows.append(
+            f"| `{key}` | {_type(sub)} | {_default(sub, name in required)} | {_cell(description or '')} |"
+        )
         if "properties" in sub:
             sections.append((key, sub))
     return rows
@@ -99,14 +120,25 @@ def _section(schema: dict, key: str, node: dict, sections: list) -> list[str]:
     lines = [f"## `{key}`", ""]
     if node.get("description"):
         lines += [node["description"], ""]
-    lines += ["| key | type | default | description |", "|---|---|---|---|", *_rows(schema, node, f"{key}.", sections), ""]
+    lines += [
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+        *_rows(schema, node, f"{key}.", sections),
+        "",
+    ]
     return lines
 
 
 def reference(schema_path: str | Path = SCHEMA_PATH) -> str:
     """The Markdown reference of every key of the schema at `schema_path`."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    lines = [INTRO, "## Top level", "", "| key | type | default | description |", "|---|---|---|---|"]
+    lines = [
+        INTRO,
+        "## Top level",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+    ]
     sections: list = []
     lines += _rows(schema, schema, "", sections)
     lines.append("")
@@ -123,9 +155,12 @@ def reference(schema_path: str | Path = SCHEMA_PATH) -> str:
 
 def _preset_defaults() -> list[str]:
     """The stage defaults the library sets (tlm.config, their one owner) where the schema has none."""
-    keys = sorted({k for stages in tlm_config.PRESET_DEFAULTS.values() for v in stages.values() for k in v})
+    keys = sorted(
+        {k for stages in tlm_config.PRESET_DEFAULTS.values() for v in stages.values() for k in v}
+    )
     budget = "; ".join(
-        f"`{stage}`: {', '.join(f'`{k}: {v}`' for k, v in b.items())}" for stage, b in tlm_config.DEFAULT_BUDGET.items()
+        f"`{stage}`: {', '.join(f'`{k}: {v}`' for k, v in b.items())}"
+        for stage, b in tlm_config.DEFAULT_BUDGET.items()
     )
     top_k = tlm_config.AUTO_TOP_K
     return [
@@ -153,7 +188,11 @@ def _preset_defaults() -> list[str]:
 def undocumented(schema_path: str | Path = SCHEMA_PATH) -> list[str]:
     """Keys of the schema without a description (the reference would leave their row blank)."""
     text = reference(schema_path)
-    return [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    return [
+        line.split("|")[1].strip()
+        for line in text.splitlines()
+        if line.startswith("| `") and line.endswith("|  |")
+    ]
 
 
 def main() -> None:

@@ -30,13 +30,19 @@ TABLE_FORMATS = {
 def table_format(path: Path) -> str:
     """parquet, csv, tsv or jsonl, from the file's name; a missing file or another format is named."""
     if not path.exists():
-        raise TLMInputError(f"{path}: file not found. Fix: correct the path in the config's `tasks` section.")
+        raise TLMInputError(
+            f"{path}: file not found. Fix: correct the path in the config's `tasks` section."
+        )
     if path.is_file() and path.stat().st_size == 0:
-        raise TLMInputError(f"{path}: the file is empty. Fix: give a file with a header and rows, or remove it from the config.")
+        raise TLMInputError(
+            f"{path}: the file is empty. Fix: give a file with a header and rows, or remove it from the config."
+        )
     for ext, fmt in TABLE_FORMATS.items():
         if path.name.lower().endswith(ext):
             return fmt
-    raise TLMInputError(f"{path}: unknown format. Fix: use .parquet, .csv, .tsv or .jsonl (.gz allowed but for Parquet).")
+    raise TLMInputError(
+        f"{path}: unknown format. Fix: use .parquet, .csv, .tsv or .jsonl (.gz allowed but for Parquet)."
+    )
 
 
 def _missing_columns(path, columns, found) -> None:
@@ -50,7 +56,9 @@ def _missing_columns(path, columns, found) -> None:
 
 def _readers(path: Path, chunk_rows: int | None, skip_blank_lines: bool = True):
     """pandas' readers of each format, as strings; with chunk_rows, iterators of frames."""
-    text = dict(dtype=str, keep_default_na=False, chunksize=chunk_rows, skip_blank_lines=skip_blank_lines)
+    text = dict(
+        dtype=str, keep_default_na=False, chunksize=chunk_rows, skip_blank_lines=skip_blank_lines
+    )
     return {
         "parquet": lambda: pd.read_parquet(path),
         "csv": lambda: pd.read_csv(path, **text),
@@ -81,8 +89,12 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
         if fmt == "parquet":
             pf = pq.ParquetFile(path)
             _missing_columns(path, [column], pf.schema_arrow.names)
-            chunks = (batch.column(0) for batch in pf.iter_batches(batch_size=rows, columns=[column]))
-            yield from ([("" if t is None else str(t)) for t in chunk.to_pylist()] for chunk in chunks)
+            chunks = (
+                batch.column(0) for batch in pf.iter_batches(batch_size=rows, columns=[column])
+            )
+            yield from (
+                [("" if t is None else str(t)) for t in chunk.to_pylist()] for chunk in chunks
+            )
             return
         if fmt == "jsonl":
             yield from _jsonl_column_chunks(path, column, rows)
@@ -97,19 +109,29 @@ def read_column_chunks(path: str | Path, column: str, rows: int = 32_768) -> Ite
 
 
 def _read_error(path: Path, e: Exception) -> TLMInputError:
-    if isinstance(e, ValueError) and not isinstance(e, UnicodeDecodeError) and table_format(path) == "jsonl":
-        with open(path, encoding="utf-8", errors="replace") as f:  # pandas names a byte offset, not the line
+    if (
+        isinstance(e, ValueError)
+        and not isinstance(e, UnicodeDecodeError)
+        and table_format(path) == "jsonl"
+    ):
+        with open(
+            path, encoding="utf-8", errors="replace"
+        ) as f:  # pandas names a byte offset, not the line
             for number, line in enumerate(f, 1):
                 try:
                     json.loads(line) if line.strip() else None
                 except json.JSONDecodeError as bad:
-                    return TLMInputError(f"{path}, line {number}: not JSON ({bad.msg}). Fix: one JSON object per line.")
+                    return TLMInputError(
+                        f"{path}, line {number}: not JSON ({bad.msg}). Fix: one JSON object per line."
+                    )
     if isinstance(e, UnicodeDecodeError):  # e.g. a CSV saved as Latin-1 or Windows-1252
         return TLMInputError(
             f"{path}: not UTF-8 text ({_first_bad_utf8(path)}). "
             f"Fix: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`)."
         )
-    return TLMInputError(f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format.")
+    return TLMInputError(
+        f"{path}: could not be read ({type(e).__name__}: {e}). Fix: check the file's format."
+    )
 
 
 def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[str]]:
@@ -121,9 +143,13 @@ def _jsonl_column_chunks(path: Path, column: str, rows: int) -> Iterator[list[st
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise TLMInputError(f"{path}, line {number}: not JSON ({e.msg}). Fix: one JSON object per line.") from None
+                    raise TLMInputError(
+                        f"{path}, line {number}: not JSON ({e.msg}). Fix: one JSON object per line."
+                    ) from None
                 if not isinstance(record, dict):
-                    raise TLMInputError(f"{path}, line {number}: not a JSON object. Fix: one JSON object per line.")
+                    raise TLMInputError(
+                        f"{path}, line {number}: not a JSON object. Fix: one JSON object per line."
+                    )
                 found, keys = found or column in record, keys or list(record)
                 value = record.get(column)
                 chunk.append("" if value is None else str(value))
@@ -169,7 +195,9 @@ def load_task(
     splits, report = {}, {}
     for split in SPLITS:
         df = read_table(paths[split], [text_column, label_column])
-        df = pd.DataFrame({c: _as_text(df[col]) for c, col in (("text", text_column), ("label", label_column))})
+        df = pd.DataFrame(
+            {c: _as_text(df[col]) for c, col in (("text", text_column), ("label", label_column))}
+        )
         keep = (df["text"] != "") & (df["label"] != "")
         report[split] = {
             "rows": len(df),
@@ -178,7 +206,9 @@ def load_task(
         }
         df = df[keep].reset_index(drop=True)
         if df.empty:
-            raise TLMInputError(f"{paths[split]}: no rows with text and label. Fix: give a non-empty {split} split.")
+            raise TLMInputError(
+                f"{paths[split]}: no rows with text and label. Fix: give a non-empty {split} split."
+            )
         words = df["text"].str.count(r"\s+") + 1
         report[split] |= {
             "kept": len(df),

@@ -18,7 +18,12 @@ from tlm.tokens import Batches, TokenStore
 
 
 def evaluate_run(
-    stage_dirs: list, tokens_dir, external_paths: list, precision: str = "auto", max_rank: int = 0, predictions_path=None
+    stage_dirs: list,
+    tokens_dir,
+    external_paths: list,
+    precision: str = "auto",
+    max_rank: int = 0,
+    predictions_path=None,
 ) -> dict:
     """Test metrics of the last stage's model, loaded as plain transformers loads it; costs summed
     over every trained stage. `predictions_path`: where the test predictions go (`probabilities`)."""
@@ -58,8 +63,11 @@ def evaluate_run(
         "train_tokens": tokens,
         "train_seconds": sum(s["seconds"] for s in stages.values()),
         "tokens_per_second": tokens / max(sum(s["seconds"] for s in stages.values()), 1e-9),
-        "padding_share": 1 - tokens / max(sum(s.get("padded_tokens", 0) for s in stages.values()), 1),
-        "stage1_steps": stages["stage1"]["steps"] if "stage1" in stages else 0,  # a plm run has stage 2 only
+        "padding_share": 1
+        - tokens / max(sum(s.get("padded_tokens", 0) for s in stages.values()), 1),
+        "stage1_steps": stages["stage1"]["steps"]
+        if "stage1" in stages
+        else 0,  # a plm run has stage 2 only
         "stage1_external_steps": stages["stage1"]["external_steps"] if "stage1" in stages else 0,
         "stage2_steps": stages["stage2"]["steps"] if "stage2" in stages else 0,
         "best_step": last["best_step"],
@@ -73,7 +81,10 @@ def evaluate_run(
         "test_majority_share": float(majority),
         "diagnostics": diagnose(final),
         # passes over the task's training set, by the task batches (the unit of the epochs budgets)
-        "epochs": {name: s["task_steps"] * s["plan"]["batch_size"] / s["train_examples"] for name, s in stages.items()},
+        "epochs": {
+            name: s["task_steps"] * s["plan"]["batch_size"] / s["train_examples"]
+            for name, s in stages.items()
+        },
     }
 
 
@@ -93,7 +104,9 @@ def diagnose(stage_dir) -> dict:
         "min_steps": plan.get("min_steps", 0),
         "evaluations": len(evals),
         "best_evaluation": int(evals.dev_macro_f1.to_numpy().argmax()) + 1 if len(evals) else 0,
-        "still_rising": bool(len(evals) >= 2 and evals.dev_macro_f1.iloc[-1] >= evals.dev_macro_f1.max()),
+        "still_rising": bool(
+            len(evals) >= 2 and evals.dev_macro_f1.iloc[-1] >= evals.dev_macro_f1.max()
+        ),
         "task_loss_start": float(task[:tenth].mean()) if len(task) else None,
         "task_loss_end": float(task[-tenth:].mean()) if len(task) else None,
     }
@@ -125,7 +138,14 @@ def read_runs(metric_paths: list) -> pd.DataFrame:
     """One row per metrics file (results/metrics/{task}/{run}/seed{seed}.json): task, run, seed, metrics."""
     rows = []
     for path in map(Path, metric_paths):
-        rows.append({"task": path.parent.parent.name, "run": path.parent.name, "seed": int(path.stem[4:]), **read_json(path)})
+        rows.append(
+            {
+                "task": path.parent.parent.name,
+                "run": path.parent.name,
+                "seed": int(path.stem[4:]),
+                **read_json(path),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -138,7 +158,9 @@ def summary_table(metric_paths: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The metrics files as one row per (task, run, seed) (`read_runs`), and the summary: one row per
     (task, run), mean and standard deviation over seeds of quality, mean of costs, in the order of the files."""
     runs = read_runs(metric_paths)
-    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *SUMMARY_COLUMNS])))  # a baseline has no throughput
+    runs = runs.reindex(
+        columns=list(dict.fromkeys([*runs.columns, *SUMMARY_COLUMNS]))
+    )  # a baseline has no throughput
     groups = runs.groupby(["task", "run"], sort=False)
     table = groups[list(SUMMARY_COLUMNS)].agg(lambda v: pd.to_numeric(v).mean())
     for key in QUALITY:
@@ -149,7 +171,9 @@ def summary_table(metric_paths: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, order.merge(table.reset_index(), on=["task", "run"])
 
 
-def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None) -> pd.DataFrame:
+def summarize(
+    metric_paths: list, md_path, csv_path, hygiene: dict | None = None, manifest=None
+) -> pd.DataFrame:
     """The summary table (`summary_table`) as CSV and markdown; the markdown adds flags on runs and
     what was found in the data: `hygiene` ({task: its hygiene.json}) and the corpus's `manifest`
     (manifest.json), each optional."""
@@ -157,7 +181,9 @@ def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None
     shown = table[["task", "run", "seeds"]].copy()
     for key, name in SUMMARY_COLUMNS.items():
         if key in QUALITY:
-            shown[name] = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(table[key], table[f"{key}_std"])]
+            shown[name] = [
+                f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(table[key], table[f"{key}_std"])
+            ]
         else:
             fmt = {"train_flops": "{:.2e}", "padding_share": "{:.1%}"}.get(key, "{:.0f}")
             shown[name] = [("-" if pd.isna(v) else fmt.format(v).rstrip("%")) for v in table[key]]
@@ -169,7 +195,9 @@ def summarize(metric_paths: list, md_path, csv_path, hygiene: dict | None = None
     flags = run_flags(runs)
     table["flag"] = [flags.get((t, r), "") for t, r in zip(table.task, table.run)]
     if flags:
-        text += "\n## Flags\n\n" + "".join(f"- {t} / {r}: {flag}\n" for (t, r), flag in flags.items())
+        text += "\n## Flags\n\n" + "".join(
+            f"- {t} / {r}: {flag}\n" for (t, r), flag in flags.items()
+        )
     data = data_notes(hygiene or {}, manifest)
     if data:
         text += "\n## Data\n\n" + "".join(f"- {note}\n" for note in data)
@@ -192,7 +220,10 @@ def data_notes(hygiene: dict, manifest) -> list[str]:
     notes = []
     if manifest:
         m = read_json(manifest)
-        skipped = ", ".join(f"{n:,} {cause.replace('_', ' ')}" for cause, n in m["skipped"].items() if n) or "none"
+        skipped = (
+            ", ".join(f"{n:,} {cause.replace('_', ' ')}" for cause, n in m["skipped"].items() if n)
+            or "none"
+        )
         notes.append(
             f"corpus: {m['documents']:,} documents from {m['records']:,} records in {m['shards']} shards; "
             f"{m['long_documents']:,} long documents cut into passages (or truncated); skipped: {skipped}"
@@ -200,7 +231,9 @@ def data_notes(hygiene: dict, manifest) -> list[str]:
     for task, path in hygiene.items():
         report = read_json(path)
         rows = ", ".join(f"{report[s]['kept']:,} {s}" for s in SPLITS)
-        notes += hygiene_notes(task, report) or [f"{task}: {rows} examples, nothing dropped, repeated, very long or leaked"]
+        notes += hygiene_notes(task, report) or [
+            f"{task}: {rows} examples, nothing dropped, repeated, very long or leaked"
+        ]
     return notes
 
 
@@ -212,34 +245,58 @@ def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
     with the likely cause, told apart by the steps and the task loss's curve: too few steps, the
     learning rate, or too little labelled data for what the model learned."""
     flags = {}
-    tfidf = runs[runs["kind"] == "tfidf"].groupby("task").test_macro_f1.mean() if "kind" in runs else {}
+    tfidf = (
+        runs[runs["kind"] == "tfidf"].groupby("task").test_macro_f1.mean() if "kind" in runs else {}
+    )
     for (task, run), g in runs.groupby(["task", "run"], sort=False):
         if "diagnostics" not in g or g.diagnostics.isna().all():
             continue  # a baseline
         diag = g.diagnostics.tolist()
         stage = diag[0]["stage"]
-        f1, acc, chance = g.test_macro_f1.mean(), g.test_accuracy.mean(), 1.5 * g.test_majority_share.mean()
+        f1, acc, chance = (
+            g.test_macro_f1.mean(),
+            g.test_accuracy.mean(),
+            1.5 * g.test_majority_share.mean(),
+        )
         rising = sum(d["still_rising"] for d in diag)
         what = []
         if acc <= chance:
             majority = 100 * g.test_majority_share.mean()
-            what.append(f"near chance (accuracy {100 * acc:.1f}% vs {majority:.1f}% for the most frequent label)")
+            what.append(
+                f"near chance (accuracy {100 * acc:.1f}% vs {majority:.1f}% for the most frequent label)"
+            )
         elif task in tfidf and f1 < tfidf[task]:
-            what.append(f"below the tfidf baseline ({100 * f1:.2f} vs {100 * tfidf[task]:.2f} macro-F1)")
+            what.append(
+                f"below the tfidf baseline ({100 * f1:.2f} vs {100 * tfidf[task]:.2f} macro-F1)"
+            )
         if rising:
-            what.append(f"budget-limited: dev macro-F1 was at its best at the last evaluation in {rising} of {len(diag)} seeds")
-        epochs = pd.DataFrame(g.epochs.tolist()).mean() if "epochs" in g and g.epochs.notna().all() else pd.Series(dtype=float)
+            what.append(
+                f"budget-limited: dev macro-F1 was at its best at the last evaluation in {rising} of {len(diag)} seeds"
+            )
+        epochs = (
+            pd.DataFrame(g.epochs.tolist()).mean()
+            if "epochs" in g and g.epochs.notna().all()
+            else pd.Series(dtype=float)
+        )
         short = {
             s: e
             for s, e in epochs.items()
-            if e < 0.99 * DEFAULT_BUDGET[s]["epochs"] and not (s == "stage2" and g.stopped_early.all())
+            if e < 0.99 * DEFAULT_BUDGET[s]["epochs"]
+            and not (s == "stage2" and g.stopped_early.all())
         }
         if short:
-            defaults = ", ".join(f"{stage} {budget['epochs']} epochs" for stage, budget in DEFAULT_BUDGET.items())
+            defaults = ", ".join(
+                f"{stage} {budget['epochs']} epochs" for stage, budget in DEFAULT_BUDGET.items()
+            )
             went = ", ".join(f"{e:.1f} times in {stage}" for stage, e in short.items())
-            what.append(f"budget-limited: it went over the task data {went} (the default budgets: {defaults})")
+            what.append(
+                f"budget-limited: it went over the task data {went} (the default budgets: {defaults})"
+            )
             rising = rising or len(short)
-        docs, examples = g.external_docs.mean(), g.get("train_examples", pd.Series(dtype=float)).mean()
+        docs, examples = (
+            g.external_docs.mean(),
+            g.get("train_examples", pd.Series(dtype=float)).mean(),
+        )
         if examples and 0 < docs < 2 * examples:
             what.append(
                 f"retrieval found little: S holds {docs:.0f} documents for {examples:.0f} training examples "
@@ -248,7 +305,10 @@ def run_flags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
             )
         if not what:
             continue
-        start, end = (pd.Series([d[k] for d in diag], dtype=float).mean() for k in ("task_loss_start", "task_loss_end"))
+        start, end = (
+            pd.Series([d[k] for d in diag], dtype=float).mean()
+            for k in ("task_loss_start", "task_loss_end")
+        )
         steps, floor = (min(d.get(k, 0) for d in diag) for k in ("steps", "min_steps"))
         if rising:
             cause = f"likely too few steps: raise `{stage}.epochs` or `{stage}.min_steps` (or max_steps, flops)"

@@ -61,10 +61,14 @@ def package_model(stage_dirs: list, metrics: dict, info: dict, out_dir) -> None:
     with atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir()
         for path in final.iterdir():  # save_pretrained's files, the training record and log
-            if not path.name.startswith("."):  # not Snakemake's timestamp: touching a link touches both
+            if not path.name.startswith(
+                "."
+            ):  # not Snakemake's timestamp: touching a link touches both
                 _link_or_copy(path, tmp / path.name)
         write_json(metrics, tmp / "metrics.json")
-        (tmp / "README.md").write_text(model_card(info, metrics, stages, read_json(final / "config.json")))
+        (tmp / "README.md").write_text(
+            model_card(info, metrics, stages, read_json(final / "config.json"))
+        )
 
 
 # Hub ids of the checkpoints that installed packages ship (a run names the package; the card, the model)
@@ -92,7 +96,11 @@ def _card_metadata(info: dict, metrics: dict) -> dict:
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "license": task.get("license") or "other",
-        **({"language": [language] if isinstance(language, str) else list(language)} if language else {}),
+        **(
+            {"language": [language] if isinstance(language, str) else list(language)}
+            if language
+            else {}
+        ),
         "datasets": [task["name"]],
         "metrics": ["accuracy", "f1"],
         **({"base_model": base_model(info["pretrained"])} if info.get("pretrained") else {}),
@@ -106,7 +114,11 @@ def _card_metadata(info: dict, metrics: dict) -> dict:
                         "dataset": {"name": task["name"], "type": task["name"], "split": "test"},
                         "metrics": [
                             {"type": "accuracy", "value": round(metrics["test_accuracy"], 4)},
-                            {"type": "f1", "name": "macro-F1", "value": round(metrics["test_macro_f1"], 4)},
+                            {
+                                "type": "f1",
+                                "name": "macro-F1",
+                                "value": round(metrics["test_macro_f1"], 4),
+                            },
                         ],
                     }
                 ],
@@ -120,10 +132,15 @@ def _made_of(info: dict, stages: dict, config: dict) -> str:
     arch = config["architectures"][0]
     if info["run"]["kind"] == "plm":
         return (
-            f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task with its own classification head"
+            f"the pretrained checkpoint `{info['pretrained']}` ({arch}), fine-tuned on the task "
+            "with its own classification head"
         )
     if info.get("pretrained"):
-        head = "its own MLM head" if stages["stage1"].get("mlm_head") == "checkpoint" else "a new MLM head (it had none)"
+        head = (
+            "its own MLM head"
+            if stages["stage1"].get("mlm_head") == "checkpoint"
+            else "a new MLM head (it had none)"
+        )
         return (
             f"the pretrained checkpoint `{info['pretrained']}` ({arch}), its training continued with TLM's stage 1 "
             f"(Yao et al., ICML 2022: masked LM on the data below, with {head}, plus the task loss), "
@@ -158,13 +175,21 @@ def _training_lines(stages: dict) -> list[str]:
     for name, result in stages.items():
         s = result["plan"]
         extra = f", rho1 {s['rho1']}, rho2 {s['rho2']}" if name == "stage1" else ""
-        stop = f", stopped early (best on dev at step {result['best_step']})" if result.get("stopped_early") else ""
+        stop = (
+            f", stopped early (best on dev at step {result['best_step']})"
+            if result.get("stopped_early")
+            else ""
+        )
         lines.append(
             f"- {name}: {result['steps']:,} of {s['max_steps']:,} planned steps, batch {s['batch_size']}, "
             f"learning rate {s['learning_rate']:g} (warm-up {s['warmup_steps']}, linear decay){extra}{stop}; "
             f"{result['tokens']:,} tokens, {result['flops']:.2e} FLOPs, {result['seconds']:.0f} s on {result['device']}"
         )
-    lines.append("- checkpoint: the step with the best dev macro-F1" if "stage2" in stages else "- checkpoint: the last step")
+    lines.append(
+        "- checkpoint: the step with the best dev macro-F1"
+        if "stage2" in stages
+        else "- checkpoint: the last step"
+    )
     return lines
 
 
@@ -178,7 +203,11 @@ def _results_lines(metrics: dict) -> list[str]:
         f"Cost: {metrics['train_flops']:.2e} training FLOPs counted per step on real tokens "
         f"({metrics['train_flops_6nd']:.2e} as 6 x parameters x tokens; {metrics['parameters']:,} parameters), "
         f"{metrics['train_tokens']:,} tokens, {metrics['train_seconds']:.0f} s on {metrics['device']}."
-        + (f" Pretraining of the checkpoint, as documented: {metrics['pretraining']}" if metrics.get("pretraining") else ""),
+        + (
+            f" Pretraining of the checkpoint, as documented: {metrics['pretraining']}"
+            if metrics.get("pretraining")
+            else ""
+        ),
     ]
 
 
@@ -186,7 +215,11 @@ def _limits_lines(info: dict, config: dict) -> list[str]:
     run = info["run"]
     from_scratch = run["kind"] == "tlm" and not info.get("pretrained")
     return [
-        *([f"- **Quality warning** (the workflow's summary flags this run): {info['flag']}"] if info.get("flag") else []),
+        *(
+            [f"- **Quality warning** (the workflow's summary flags this run): {info['flag']}"]
+            if info.get("flag")
+            else []
+        ),
         "- For texts like the task's training data, labelled with the labels above; it knows nothing else. Scores "
         "on other data can be much lower than on the test split.",
         f"- Inputs are cut at {config.get('max_position_embeddings')} tokens: pass `truncation=True` (without it, "
@@ -240,7 +273,11 @@ def model_card(info: dict, metrics: dict, stages: dict, config: dict) -> str:
         "```",
         "",
         "It loads as `AutoModelForSequenceClassification` with `AutoTokenizer`; no remote code."
-        + (" The stage-1 checkpoint beside it also loads as `AutoModelForMaskedLM`." if run["kind"] == "tlm" else ""),
+        + (
+            " The stage-1 checkpoint beside it also loads as `AutoModelForMaskedLM`."
+            if run["kind"] == "tlm"
+            else ""
+        ),
         "",
         "## Intended use and limits",
         "",
@@ -262,9 +299,15 @@ def export_best(candidates: dict, out_dir) -> dict:
     """Copy the best model to `out_dir`: the run with the best mean dev macro-F1 over its seeds, and
     of it the seed with the best dev macro-F1 (ties: the first run in the config, the lowest seed).
     `candidates`: {(run, seed): model directory}; each has its metrics.json."""
-    dev = {key: read_json(Path(d) / "metrics.json")["dev_macro_f1"] or 0.0 for key, d in candidates.items()}
+    dev = {
+        key: read_json(Path(d) / "metrics.json")["dev_macro_f1"] or 0.0
+        for key, d in candidates.items()
+    }
     runs = list(dict.fromkeys(run for run, _ in candidates))
-    mean = {run: sum(v for (r, _), v in dev.items() if r == run) / sum(r == run for r, _ in dev) for run in runs}
+    mean = {
+        run: sum(v for (r, _), v in dev.items() if r == run) / sum(r == run for r, _ in dev)
+        for run in runs
+    }
     run = max(runs, key=lambda r: mean[r])  # max keeps the first of equal ones
     seed = max(sorted(s for r, s in candidates if r == run), key=lambda s: dev[(run, s)])
     choice = {

@@ -27,14 +27,19 @@ def predict_proba(model, batches, device, dtype=None) -> np.ndarray:
     probs = []
     for batch in batches:
         with autocast(device, dtype):
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits
         probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(probs) if probs else np.zeros((0, model.config.num_labels), np.float32)
 
 
 @torch.no_grad()
-def predict_texts(model, tokenizer, texts: list[str], device, dtype=None, batch_size: int = 128) -> np.ndarray:
+def predict_texts(
+    model, tokenizer, texts: list[str], device, dtype=None, batch_size: int = 128
+) -> np.ndarray:
     """Class probabilities (float32, one row per text, in order) of `texts`."""
     enc = tokenizer(texts, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
     lengths = np.fromiter(map(len, enc), np.int64, len(enc))

@@ -28,7 +28,9 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # of an attempt killed before (one job writes a path)
+    for stale in path.parent.glob(
+        f".{glob.escape(path.name)}.*.tmp"
+    ):  # of an attempt killed before (one job writes a path)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name  # the caller creates it (a file, or a directory when is_dir)
@@ -46,7 +48,14 @@ def arrow_table(df: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
     every artefact keeps the documented schema."""
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     if schema is None:
-        table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]))
+        table = table.cast(
+            pa.schema(
+                [
+                    f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
+                    for f in table.schema
+                ]
+            )
+        )
     return table
 
 

@@ -6,13 +6,22 @@ import numpy as np
 
 # Dense bf16 (and fp16) tensor-core peaks, FLOP/s, by the name torch reports for the card: MFU is
 # taken against these. Sparse figures are twice as high and never reached by a dense transformer.
-DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+DENSE_BF16_PEAK = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+}
 
 
 def classification_metrics(y_true, y_pred, num_labels: int) -> dict[str, float]:
     """Accuracy, macro-F1 (mean over labels present in y_true or y_pred) and micro-F1."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    cm = np.bincount(y_true * num_labels + y_pred, minlength=num_labels**2).reshape(num_labels, num_labels)
+    cm = np.bincount(y_true * num_labels + y_pred, minlength=num_labels**2).reshape(
+        num_labels, num_labels
+    )
     tp = np.diag(cm).astype(float)
     support, predicted = cm.sum(1), cm.sum(0)
     denom = support + predicted
@@ -27,7 +36,9 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict[str, float]:
     }
 
 
-def training_flops(config, tokens: float, squared: float, masked_tokens: float, task_rows: int) -> float:
+def training_flops(
+    config, tokens: float, squared: float, masked_tokens: float, task_rows: int
+) -> float:
     """Forward + backward FLOPs (3x forward, 2 per multiply-add) of training on rows of `tokens`
     tokens in all, whose lengths squared add up to `squared`.
 
@@ -36,7 +47,12 @@ def training_flops(config, tokens: float, squared: float, masked_tokens: float, 
     vocabulary projection) on the masked positions only (that is all this model computes) and the
     classification head on the [CLS] of `task_rows` rows.
     """
-    L, H, F, V = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
+    L, H, F, V = (
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.intermediate_size,
+        config.vocab_size,
+    )
     dense = L * (4 * H * H + 2 * H * F)  # Q, K, V, output projections and the feed-forward block
     return (
         6 * dense * tokens
@@ -51,7 +67,13 @@ def step_flops(config, lengths, masked_tokens: int, task_head: bool) -> int:
     real tokens, with every row at the batch's padded width the work the hardware did."""
     lengths = np.asarray(lengths, dtype=np.int64)
     return int(
-        training_flops(config, int(lengths.sum()), int((lengths**2).sum()), masked_tokens, len(lengths) if task_head else 0)
+        training_flops(
+            config,
+            int(lengths.sum()),
+            int((lengths**2).sum()),
+            masked_tokens,
+            len(lengths) if task_head else 0,
+        )
     )
 
 

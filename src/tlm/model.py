@@ -27,7 +27,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, ElectraConfig, ElectraForSequenceClassification
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+)
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.electra.modeling_electra import (
     ElectraClassificationHead,
@@ -42,15 +47,28 @@ from tlm.io import TLMInputError
 # `base` (BERT-base, 109M with a 30k vocabulary) is what the paper calls its small and medium
 # scale, `large` (BERT-large) its large scale.
 PRESETS = {
-    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
-    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
-    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-    "large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
+    "tiny": dict(
+        num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512
+    ),
+    "small": dict(
+        num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048
+    ),
+    "base": dict(
+        num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072
+    ),
+    "large": dict(
+        num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096
+    ),
 }
 
 
 def make_config(
-    preset: str, vocab_size: int, labels: list[str], max_seq_length: int, pad_token_id: int, dropout: float = 0.1
+    preset: str,
+    vocab_size: int,
+    labels: list[str],
+    max_seq_length: int,
+    pad_token_id: int,
+    dropout: float = 0.1,
 ) -> ElectraConfig:
     """The encoder of `preset` for a vocabulary and the task's labels (their names kept in id2label)."""
     if preset not in PRESETS:
@@ -103,7 +121,9 @@ class TLMModel(ElectraPreTrainedModel):
         hidden = self.electra(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mlm_logits = None
         if mlm_labels is not None:
-            mlm_logits = self.generator_lm_head(self.generator_predictions(hidden[mlm_labels != -100]))
+            mlm_logits = self.generator_lm_head(
+                self.generator_predictions(hidden[mlm_labels != -100])
+            )
         return TLMOutput(logits=self.classifier(hidden), mlm_logits=mlm_logits)
 
     def classifier_model(self) -> ElectraForSequenceClassification:
@@ -143,17 +163,23 @@ class PretrainedTLM(nn.Module):
                 f"{path}: a {model_type!r} checkpoint, whose MLM head TLM's stage 1 does not know. "
                 f"Fix: use a checkpoint of {sorted(MLM_HEADS)}, or a kind: plm run (fine-tuning only)."
             )
-        self.mlm, info = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+        self.mlm, info = AutoModelForMaskedLM.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True
+        )
         prefix = self.mlm.base_model_prefix
         shared = getattr(self.classifier, prefix)
         for name, module in getattr(self.mlm, prefix).named_children():
-            setattr(shared, name, module)  # one encoder; the MLM decoder stays tied to these embeddings
+            setattr(
+                shared, name, module
+            )  # one encoder; the MLM decoder stays tied to these embeddings
         self.heads = MLM_HEADS[model_type]
         self.new_mlm_head = any(key.split(".")[0] in self.heads for key in info["missing_keys"])
         self.config = self.classifier.config
 
     def forward(self, input_ids, attention_mask, mlm_labels=None) -> TLMOutput:
-        out = self.classifier(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        out = self.classifier(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
         mlm_logits = None
         if mlm_labels is not None:  # the head on the masked positions only, as TLMModel
             mlm_logits = out.hidden_states[-1][mlm_labels != -100]
@@ -167,7 +193,11 @@ class PretrainedTLM(nn.Module):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         state = {**self.mlm.state_dict(), **self.classifier.state_dict()}
         for key, target in (self.mlm._tied_weights_keys or {}).items():
-            if key in state and target in state and state[key].data_ptr() == state[target].data_ptr():
+            if (
+                key in state
+                and target in state
+                and state[key].data_ptr() == state[target].data_ptr()
+            ):
                 del state[key]
         tensors = {k: v.detach().contiguous() for k, v in state.items()}
         save_file(tensors, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
@@ -177,7 +207,11 @@ class PretrainedTLM(nn.Module):
 
 def label_maps(labels: list[str]) -> dict:
     """A classifier's label arguments for from_pretrained: the task's label names, in id order."""
-    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    return dict(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
 
 
 def reset_head(model) -> None:
@@ -192,7 +226,9 @@ def reset_head(model) -> None:
 def load_classifier(path, **kwargs):
     """A trained model directory as plain transformers loads it (any architecture: TLM or plm)."""
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, **kwargs
+        )
     except OSError as e:
         raise checkpoint_error(path, e) from None
 
@@ -204,7 +240,9 @@ def checkpoint_error(path, e: Exception) -> TLMInputError:
         fix = f"delete the folder {path} and run snakemake again: it is rebuilt, with what depends on it"
     else:
         fix = "give a complete checkpoint directory (config.json and weights, as save_pretrained writes them)"
-    return TLMInputError(f"{path}: not a complete model checkpoint ({str(e).splitlines()[0]}). Fix: {fix}.")
+    return TLMInputError(
+        f"{path}: not a complete model checkpoint ({str(e).splitlines()[0]}). Fix: {fix}."
+    )
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

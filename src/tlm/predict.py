@@ -58,7 +58,9 @@ def predict_files(
             log.info("%d texts, %.0f texts/s", total, total / (time.perf_counter() - start))
         writer.close()
     if blanks:
-        log.warning("%d of %d texts are empty or whitespace only: their label is null", blanks, total)
+        log.warning(
+            "%d of %d texts are empty or whitespace only: their label is null", blanks, total
+        )
     return total
 
 
@@ -69,6 +71,10 @@ def _chunks(paths: list[str], column: str, rows: int) -> Iterator[tuple[str, int
             yield str(path), seen, texts
             seen += len(texts)
         if seen == 0:
-            raise TLMInputError(f"{path}: no rows to predict. Fix: give a file with texts, or remove it from `tasks.*.predict`.")
+            raise TLMInputError(
+                f"{path}: no rows to predict. Fix: give a file with texts, or remove it from `tasks.*.predict`."
+            )
     if not paths:
-        raise TLMInputError("tasks.*.predict: no files given. Fix: list the files whose texts to predict.")
+        raise TLMInputError(
+            "tasks.*.predict: no files given. Fix: list the files whose texts to predict."
+        )

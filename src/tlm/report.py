@@ -43,10 +43,15 @@ def plot_quality_vs_flops(curves: pd.DataFrame, summary: pd.DataFrame, task: str
     dev = curves.dropna(subset=["dev_macro_f1"])
     # one line per run: the mean over seeds at each evaluation (same steps in every seed), ± std
     points = dev.groupby(["run", "stage", "step"], sort=False).agg(
-        flops=("total_flops", "mean"), f1=("dev_macro_f1", "mean"), sd=("dev_macro_f1", "std"), seeds=("seed", "size")
+        flops=("total_flops", "mean"),
+        f1=("dev_macro_f1", "mean"),
+        sd=("dev_macro_f1", "std"),
+        seeds=("seed", "size"),
     )
     for run, g in points.reset_index().groupby("run", sort=False):
-        (line,) = ax.plot(g["flops"], 100 * g["f1"], marker=".", label=f"{run} (dev, {g['seeds'].max()} seeds)")
+        (line,) = ax.plot(
+            g["flops"], 100 * g["f1"], marker=".", label=f"{run} (dev, {g['seeds'].max()} seeds)"
+        )
         ax.fill_between(
             g["flops"],
             100 * (g["f1"] - g["sd"].fillna(0)),
@@ -64,9 +69,19 @@ def plot_quality_vs_flops(curves: pd.DataFrame, summary: pd.DataFrame, task: str
         label="test (mean ± std)",
     )
     for row in final.itertuples():
-        ax.annotate(row.run, (row.train_flops, 100 * row.test_macro_f1), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.annotate(
+            row.run,
+            (row.train_flops, 100 * row.test_macro_f1),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     ax.set_xscale("log")
-    ax.set(xlabel="training FLOPs (stage 1 + stage 2)", ylabel="macro-F1 (%)", title=f"{task}: quality vs compute")
+    ax.set(
+        xlabel="training FLOPs (stage 1 + stage 2)",
+        ylabel="macro-F1 (%)",
+        title=f"{task}: quality vs compute",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
@@ -97,7 +112,13 @@ def plot_runs(summary: pd.DataFrame, task: str, path) -> None:
     """Test macro-F1 (mean ± std over seeds) of every run: the ablations side by side."""
     rows = summary[summary.task == task]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
-    ax.bar(rows["run"], 100 * rows["test_macro_f1"], yerr=100 * rows["test_macro_f1_std"], capsize=4, color="tab:blue")
+    ax.bar(
+        rows["run"],
+        100 * rows["test_macro_f1"],
+        yerr=100 * rows["test_macro_f1_std"],
+        capsize=4,
+        color="tab:blue",
+    )
     ax.set(ylabel="test macro-F1 (%)", title=f"{task}: runs and ablations")
     ax.grid(axis="y", alpha=0.3)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
@@ -105,7 +126,15 @@ def plot_runs(summary: pd.DataFrame, task: str, path) -> None:
 
 
 def retrieval_report(
-    task: str, train_path, queries_path, topk_path, external_path, manifest_path, path, examples: int = 5, show: int = 3
+    task: str,
+    train_path,
+    queries_path,
+    topk_path,
+    external_path,
+    manifest_path,
+    path,
+    examples: int = 5,
+    show: int = 3,
 ) -> dict:
     """|S|, its share of the corpus, how much the queries' neighbours overlap, and the top
     documents of a few task examples, as an HTML page."""
@@ -136,7 +165,10 @@ def retrieval_report(
     rng = np.random.default_rng(0)
     picked = rng.choice(len(queries), size=min(examples, len(queries)), replace=False)
     parts = [f"<h2>Retrieval for {html.escape(task)}</h2><table>"]
-    parts += [f"<tr><th align=left>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in stats.items()]
+    parts += [
+        f"<tr><th align=left>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in stats.items()
+    ]
     parts.append("</table><h3>Examples: a task text, its query and its top documents</h3>")
     for q in sorted(picked):
         hits = topk[topk.query_id == q].head(show)
@@ -144,7 +176,10 @@ def retrieval_report(
             f"<p><b>[{html.escape(labels[q])}]</b> {html.escape(train['text'].iloc[q][:400])}<br>"
             f"<i>query:</i> {html.escape(queries['text'].iloc[q][:300])}</p><ol>"
         )
-        parts += [f"<li>({h.score:.2f}) {html.escape(texts[h.doc_id][:300])}</li>" for h in hits.itertuples()]
+        parts += [
+            f"<li>({h.score:.2f}) {html.escape(texts[h.doc_id][:300])}</li>"
+            for h in hits.itertuples()
+        ]
         parts.append("</ol>")
     with atomic_path(path) as tmp:
         tmp.write_text("<html><body>" + "\n".join(parts) + "</body></html>\n")

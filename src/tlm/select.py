@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 from tlm.corpus import shard_paths
 from tlm.io import atomic_path, read_json
 
-EXTERNAL_SCHEMA = pa.schema([("doc_id", pa.int64()), ("text", pa.string()), ("best_rank", pa.int32())])
+EXTERNAL_SCHEMA = pa.schema(
+    [("doc_id", pa.int64()), ("text", pa.string()), ("best_rank", pa.int32())]
+)
 
 
 def select_external(topk_path, corpus_dir, out_path) -> tuple[int, int]:
@@ -24,7 +26,9 @@ def select_external(topk_path, corpus_dir, out_path) -> tuple[int, int]:
 def select_random(num_docs: int, corpus_dir, out_path, seed: int) -> tuple[int, int]:
     """`num_docs` documents drawn uniformly from D without replacement (best_rank 0: not retrieved)."""
     total = read_json(f"{corpus_dir}/manifest.json")["documents"]
-    ids = np.sort(np.random.default_rng(seed).choice(total, size=min(num_docs, total), replace=False))
+    ids = np.sort(
+        np.random.default_rng(seed).choice(total, size=min(num_docs, total), replace=False)
+    )
     return write_documents(corpus_dir, ids, np.zeros(len(ids), np.int32), out_path)
 
 
@@ -37,7 +41,9 @@ def select_bm25(inputs, out, params) -> tuple[int, int]:
 
 def select_random_like(inputs, out, params) -> tuple[int, int]:
     """As many random documents as the bm25 S holds."""
-    return select_random(pq.read_metadata(inputs["external"]).num_rows, inputs["corpus"], out, params["seed"])
+    return select_random(
+        pq.read_metadata(inputs["external"]).num_rows, inputs["corpus"], out, params["seed"]
+    )
 
 
 def best_ranks(topk_path) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +60,10 @@ def write_documents(corpus_dir, doc_ids: np.ndarray, best_rank: np.ndarray, out)
     """Write the documents `doc_ids` (sorted) of the corpus with their best rank, shard by shard,
     as they are read; returns (documents, UTF-8 bytes)."""
     docs = nbytes = 0
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, EXTERNAL_SCHEMA, compression="zstd") as writer:
+    with (
+        atomic_path(out) as tmp,
+        pq.ParquetWriter(tmp, EXTERNAL_SCHEMA, compression="zstd") as writer,
+    ):
         for shard in shard_paths(corpus_dir):
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=65_536):
                 ids = batch.column(0).to_numpy()
@@ -63,7 +72,9 @@ def write_documents(corpus_dir, doc_ids: np.ndarray, best_rank: np.ndarray, out)
                 if not keep.any():
                     continue
                 text = batch.column(1).filter(pa.array(keep))
-                writer.write_table(pa.table([ids[keep], text, best_rank[at[keep]]], schema=EXTERNAL_SCHEMA))
+                writer.write_table(
+                    pa.table([ids[keep], text, best_rank[at[keep]]], schema=EXTERNAL_SCHEMA)
+                )
                 docs += int(keep.sum())
                 nbytes += int(pc.sum(pc.binary_length(text)).as_py() or 0)
     return docs, nbytes
@@ -73,7 +84,9 @@ def external_size(paths, max_rank: int = 0) -> tuple[int, int]:
     """|S| of the external data files (only best_rank <= max_rank, if given): documents and UTF-8 bytes."""
     docs = nbytes = 0
     for path in paths:
-        text = pq.read_table(path, columns=["text"], filters=[("best_rank", "<=", max_rank)] if max_rank else None).column("text")
+        text = pq.read_table(
+            path, columns=["text"], filters=[("best_rank", "<=", max_rank)] if max_rank else None
+        ).column("text")
         docs += len(text)
         nbytes += pc.sum(pc.binary_length(text)).as_py() or 0
     return docs, nbytes

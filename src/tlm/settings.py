@@ -23,14 +23,22 @@ def schema_defaults(schema_path: str | Path = SCHEMA_PATH) -> dict[str, dict]:
     """The defaults validation fills in, per section of the config: {section: {key: default}}."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     return {
-        name: {key: spec["default"] for key, spec in section.get("properties", {}).items() if "default" in spec}
+        name: {
+            key: spec["default"]
+            for key, spec in section.get("properties", {}).items()
+            if "default" in spec
+        }
         for name, section in schema["properties"].items()
     }
 
 
 # A stage's defaults: stage 2's (a stage without external data), and stage 1's for the keys only
 # stage 1 reads (external_epochs, pack_external), with the trainer's.
-_STAGE = {**schema_defaults()["stage1"], **schema_defaults()["stage2"], **schema_defaults()["trainer"]}
+_STAGE = {
+    **schema_defaults()["stage1"],
+    **schema_defaults()["stage2"],
+    **schema_defaults()["trainer"],
+}
 _MODEL = schema_defaults()["model"]
 
 
@@ -41,29 +49,47 @@ class StageConfig:
 
     batch_size: int  # sequences per optimizer step, over all processes and micro-batches
     learning_rate: float
-    max_steps: int | None = None  # the budget: max_steps, epochs or flops (plan_stage turns it into steps)
+    max_steps: int | None = (
+        None  # the budget: max_steps, epochs or flops (plan_stage turns it into steps)
+    )
     epochs: float | None = None
     flops: float | None = None
     weight_decay: float = _STAGE["weight_decay"]
     warmup_steps: int | None = None  # None: warmup_ratio of the steps
     warmup_ratio: float = 0.0  # the workflow's: the preset's (PRESET_DEFAULTS)
     rho1: int | None = _STAGE["rho1"]  # None: from the data (plan_stage)
-    external_epochs: float = _STAGE["external_epochs"]  # rho1 None: passes over S per `epochs` passes over T
+    external_epochs: float = _STAGE[
+        "external_epochs"
+    ]  # rho1 None: passes over S per `epochs` passes over T
     min_steps: int = 0  # floor of an epochs budget; the workflow's: the preset's
     rho2: float = _STAGE["rho2"]
     mlm_probability: float = _STAGE["mlm_probability"]
     max_grad_norm: float = _STAGE["max_grad_norm"]
-    eval_steps: int | None = _STAGE["eval_steps"]  # dev evaluation every N steps (0: only at the end; None: ten)
-    pack_external: bool = _STAGE["pack_external"]  # several documents per external MLM row (tlm.tokens.Batches)
-    patience: int = _STAGE["patience"]  # stop after this many evaluations without a better dev macro-F1 (0: never)
+    eval_steps: int | None = _STAGE[
+        "eval_steps"
+    ]  # dev evaluation every N steps (0: only at the end; None: ten)
+    pack_external: bool = _STAGE[
+        "pack_external"
+    ]  # several documents per external MLM row (tlm.tokens.Batches)
+    patience: int = _STAGE[
+        "patience"
+    ]  # stop after this many evaluations without a better dev macro-F1 (0: never)
     gradient_accumulation_steps: int = _STAGE["gradient_accumulation_steps"]
     save_steps: int = _STAGE["save_steps"]  # resumable checkpoint every N steps (0: none)
     save_total_limit: int = _STAGE["save_total_limit"]
-    precision: str = _STAGE["precision"]  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16, fp16
+    precision: str = _STAGE[
+        "precision"
+    ]  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16, fp16
     compile: bool = _STAGE["compile"]  # torch.compile the model
-    require_gpu: bool = _STAGE["require_gpu"]  # fail, instead of warning, when a GPU was requested and there is none
-    prefetch: int | None = _STAGE["prefetch"]  # batches prepared ahead (None: 2 on a GPU, 0 on the CPU)
-    pad_to_multiple_of: int | None = _STAGE["pad_to_multiple_of"]  # row widths (None: 8 with compile, else 1)
+    require_gpu: bool = _STAGE[
+        "require_gpu"
+    ]  # fail, instead of warning, when a GPU was requested and there is none
+    prefetch: int | None = _STAGE[
+        "prefetch"
+    ]  # batches prepared ahead (None: 2 on a GPU, 0 on the CPU)
+    pad_to_multiple_of: int | None = _STAGE[
+        "pad_to_multiple_of"
+    ]  # row widths (None: 8 with compile, else 1)
     seed: int = 0
 
 
@@ -90,7 +116,14 @@ class StageSettings:
     @classmethod
     def from_params(cls, stage: str, params: dict) -> StageSettings:
         train = StageConfig(**params[stage], **params.get("trainer", {}), seed=params["seed"])
-        return cls(stage, ModelConfig(**params["model"]), train, params["seed"], params.get("pretrained"), params)
+        return cls(
+            stage,
+            ModelConfig(**params["model"]),
+            train,
+            params["seed"],
+            params.get("pretrained"),
+            params,
+        )
 
 
 def field_names(cls) -> list[str]:

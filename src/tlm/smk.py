@@ -51,7 +51,12 @@ def run(main, snakemake) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
     if "torch" in sys.modules:  # a training job (the retrieval rules' environment has no torch)
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     log = logging.getLogger("tlm")

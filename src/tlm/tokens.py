@@ -19,11 +19,15 @@ class TokenStore:
         self.ids, self.offsets, self.labels = ids, offsets, labels
 
     @classmethod
-    def from_texts(cls, tokenizer, texts, max_seq_length: int, labels=None, chunk: int = 20_000) -> TokenStore:
+    def from_texts(
+        cls, tokenizer, texts, max_seq_length: int, labels=None, chunk: int = 20_000
+    ) -> TokenStore:
         texts = list(texts)
         parts, lengths = [], []
         for start in range(0, len(texts), chunk):
-            enc = tokenizer(texts[start : start + chunk], truncation=True, max_length=max_seq_length)["input_ids"]
+            enc = tokenizer(
+                texts[start : start + chunk], truncation=True, max_length=max_seq_length
+            )["input_ids"]
             parts.extend(np.asarray(row, dtype=np.int32) for row in enc)
             lengths.extend(map(len, enc))
         ids = np.concatenate(parts) if parts else np.zeros(0, np.int32)
@@ -98,7 +102,12 @@ class Batches:
         if self.bucket:
             lengths = self.store.lengths
             span = self.bucket * self.batch_size
-            order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in np.split(order, range(span, n, span))])
+            order = np.concatenate(
+                [
+                    c[np.argsort(-lengths[c], kind="stable")]
+                    for c in np.split(order, range(span, n, span))
+                ]
+            )
         if self.pack:
             order = self._packed(order)
             n = len(order)
@@ -139,12 +148,22 @@ class Batches:
         self.plan, self.pos = state["plan"], state["pos"]
 
     def collate(self, idx) -> dict[str, torch.Tensor]:
-        if self.pack:  # [CLS] a [SEP] b [SEP] ...: the first example whole, the others without their [CLS]
-            rows = [np.concatenate([self.store.row(r[0]), *(self.store.row(i)[1:] for i in r[1:])]) for r in idx]
+        if (
+            self.pack
+        ):  # [CLS] a [SEP] b [SEP] ...: the first example whole, the others without their [CLS]
+            rows = [
+                np.concatenate([self.store.row(r[0]), *(self.store.row(i)[1:] for i in r[1:])])
+                for r in idx
+            ]
         else:
             rows = [self.store.row(i) for i in idx]
-        if self.max_len:  # a run may use a shorter max_seq_length than the cached tokens: keep [SEP] last
-            rows = [np.append(r[: self.max_len - 1], self.sep_id) if len(r) > self.max_len else r for r in rows]
+        if (
+            self.max_len
+        ):  # a run may use a shorter max_seq_length than the cached tokens: keep [SEP] last
+            rows = [
+                np.append(r[: self.max_len - 1], self.sep_id) if len(r) > self.max_len else r
+                for r in rows
+            ]
         width = -(-max(map(len, rows)) // self.pad_multiple) * self.pad_multiple
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         for r, row in enumerate(rows):
@@ -173,6 +192,12 @@ def mask_tokens(
     labels[~picked] = -100
     to_mask = picked & torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool()
     input_ids[to_mask] = mask_token_id
-    to_random = picked & ~to_mask & torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
-    input_ids[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[to_random]
+    to_random = (
+        picked
+        & ~to_mask
+        & torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
+    )
+    input_ids[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[
+        to_random
+    ]
     return input_ids, labels

@@ -23,17 +23,28 @@ def word_counts(texts: Iterable[str], normalizer, pre_tokenizer) -> Counter:
     """How often each word occurs, as the tokenizer's normalizer and pre-tokenizer cut the texts."""
     counts: Counter = Counter()
     texts = iter(texts)
-    while batch := list(itertools.islice(texts, 32)):  # one call per 32 texts (a newline separates words): 1.6x
-        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str("\n".join(batch))))
+    while batch := list(
+        itertools.islice(texts, 32)
+    ):  # one call per 32 texts (a newline separates words): 1.6x
+        counts.update(
+            word
+            for word, _ in pre_tokenizer.pre_tokenize_str(
+                normalizer.normalize_str("\n".join(batch))
+            )
+        )
     return counts
 
 
-def learn_vocab(counts: Counter, vocab_size: int, min_frequency: int, specials: list[str]) -> list[str]:
+def learn_vocab(
+    counts: Counter, vocab_size: int, min_frequency: int, specials: list[str]
+) -> list[str]:
     """The vocabulary: `specials`, every character (and its `##` form where it occurs inside a
     word), then merged pieces, most frequent pair first (ties: by the pieces' strings), until
     `vocab_size` or no pair occurs `min_frequency` times."""
     words = sorted(counts)
-    alphabet = sorted({c for w in words for c in w[:1]} | {PREFIX + c for w in words for c in w[1:]})
+    alphabet = sorted(
+        {c for w in words for c in w[:1]} | {PREFIX + c for w in words for c in w[1:]}
+    )
     vocab = list(dict.fromkeys([*specials, *alphabet]))
     ids = {t: i for i, t in enumerate(vocab)}
     seqs = [[ids[w[0]], *(ids[PREFIX + c] for c in w[1:])] for w in words]

@@ -4,7 +4,9 @@ from tlm.smk import run
 
 
 def main(smk):
-    count_terms(smk.params.shard, Analyzer(**smk.params.analyzer), smk.output[0], processes=smk.threads)
+    count_terms(
+        smk.params.shard, Analyzer(**smk.params.analyzer), smk.output[0], processes=smk.threads
+    )
 
 
 run(main, snakemake)  # noqa: F821

@@ -6,7 +6,9 @@ from tlm.smk import run
 
 
 def main(smk):
-    splits, labels, report = load_task({s: smk.input[s] for s in SPLITS}, smk.params.text_column, smk.params.label_column)
+    splits, labels, report = load_task(
+        {s: smk.input[s] for s in SPLITS}, smk.params.text_column, smk.params.label_column
+    )
     for split, df in splits.items():
         write_parquet(df, smk.output[split])
     write_json({"labels": labels}, smk.output.labels)

@@ -7,7 +7,13 @@ from tlm.smk import run
 def main(smk):
     i = smk.input
     stats = retrieval_report(
-        smk.wildcards.task, i.train, i.queries, i.topk, i.external, f"{i.corpus}/manifest.json", smk.output[0]
+        smk.wildcards.task,
+        i.train,
+        i.queries,
+        i.topk,
+        i.external,
+        f"{i.corpus}/manifest.json",
+        smk.output[0],
     )
     logging.getLogger("tlm").info("%s", stats)
 

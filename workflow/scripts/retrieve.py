@@ -5,7 +5,14 @@ from tlm.smk import run
 
 def main(smk):
     analyzer = Analyzer(**smk.params.analyzer)
-    retrieve_shard(smk.input.index, smk.input.queries, smk.params.top_k, smk.output[0], analyzer, threads=smk.threads)
+    retrieve_shard(
+        smk.input.index,
+        smk.input.queries,
+        smk.params.top_k,
+        smk.output[0],
+        analyzer,
+        threads=smk.threads,
+    )
 
 
 run(main, snakemake)  # noqa: F821

@@ -11,9 +11,16 @@ def main(smk):
     if cfg["path"]:  # a user's local tokenizer: check it and copy it into the results
         load_tokenizer(cfg["path"]).save_pretrained(smk.output[0])
         return
-    texts = pd.concat([pd.read_parquet(smk.input.train, columns=["text"]), pd.read_parquet(smk.input.external, columns=["text"])])
+    texts = pd.concat(
+        [
+            pd.read_parquet(smk.input.train, columns=["text"]),
+            pd.read_parquet(smk.input.external, columns=["text"]),
+        ]
+    )
     tok = train_tokenizer(texts["text"], cfg["vocab_size"], cfg["min_frequency"], smk.output[0])
-    logging.getLogger("tlm").info("WordPiece vocabulary of %d entries from %d texts", len(tok), len(texts))
+    logging.getLogger("tlm").info(
+        "WordPiece vocabulary of %d entries from %d texts", len(tok), len(texts)
+    )
 
 
 run(main, snakemake)  # noqa: F821

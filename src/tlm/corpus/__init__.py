@@ -30,4 +30,12 @@ from tlm.corpus.reading import iter_texts
 from tlm.corpus.records import SKIPS, CorpusCounts, passages
 from tlm.corpus.shards import SHARD_SCHEMA, shard_corpus, shard_paths
 
-__all__ = ["SHARD_SCHEMA", "SKIPS", "CorpusCounts", "iter_texts", "passages", "shard_corpus", "shard_paths"]
+__all__ = [
+    "SHARD_SCHEMA",
+    "SKIPS",
+    "CorpusCounts",
+    "iter_texts",
+    "passages",
+    "shard_corpus",
+    "shard_paths",
+]

@@ -50,7 +50,16 @@ class _Chars:
 
     _STRING_STOP = re.compile(r'["\\]')
     _VALUE_STOP = re.compile(r'["\[\]{},]')
-    _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+    _ESCAPES = {
+        '"': '"',
+        "\\": "\\",
+        "/": "/",
+        "b": "\b",
+        "f": "\f",
+        "n": "\n",
+        "r": "\r",
+        "t": "\t",
+    }
 
     def __init__(self, pieces: Iterator[str]):
         self.pieces, self.buf, self.pos = pieces, "", 0
@@ -106,7 +115,9 @@ class _Chars:
         if c != "u":
             raise BadRecord("bad_json", f"bad escape \\{c}")
         code = int(self.take(4), 16)
-        if 0xD800 <= code < 0xDC00 and self.buf[self.pos : self.pos + 2] == "\\u":  # a surrogate pair
+        if (
+            0xD800 <= code < 0xDC00 and self.buf[self.pos : self.pos + 2] == "\\u"
+        ):  # a surrogate pair
             self.take(2)
             low = int(self.take(4), 16)
             return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))

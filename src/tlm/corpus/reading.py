@@ -13,7 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tlm.corpus.jsonscan import json_text
-from tlm.corpus.records import BadRecord, CorpusCounts, FileCheck, corpus_format, passages, record_text
+from tlm.corpus.records import (
+    BadRecord,
+    CorpusCounts,
+    FileCheck,
+    corpus_format,
+    passages,
+    record_text,
+)
 from tlm.io import TLMInputError
 
 LINE_CAP = 1 << 22  # 4 MiB: a longer line is read as a stream
@@ -65,7 +72,9 @@ def iter_texts(
     `max_chars` gives several (with `truncate`, only its first)."""
     path = Path(path)
     if not path.exists():
-        raise TLMInputError(f"{path}: corpus file not found. Fix: correct `corpus.paths` in the config.")
+        raise TLMInputError(
+            f"{path}: corpus file not found. Fix: correct `corpus.paths` in the config."
+        )
     fmt = corpus_format(path)
     check = FileCheck(path, counts, max_bad_share)
 
@@ -101,7 +110,9 @@ def iter_texts(
                             check.skip(lineno, e)
                     else:  # too long to hold: streamed
                         text = _decoded(line, counts)
-                        yield from document(text if fmt.startswith(".txt") else json_text(text, text_field), lineno)
+                        yield from document(
+                            text if fmt.startswith(".txt") else json_text(text, text_field), lineno
+                        )
                     check.record()
         check.record(final=True)
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
@@ -110,14 +121,18 @@ def iter_texts(
             "Fix: fetch or compress it again, or remove it from `corpus.paths`."
         ) from None
     except pa.ArrowException as e:
-        raise TLMInputError(f"{path}: not a readable Parquet file ({e}). Fix: rewrite or remove the file.") from None
+        raise TLMInputError(
+            f"{path}: not a readable Parquet file ({e}). Fix: rewrite or remove the file."
+        ) from None
 
 
 def _parquet_texts(path: Path, text_field: str, batch_size: int) -> Iterator[str]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise TLMInputError(f"{path}: not a readable Parquet file ({e}). Fix: rewrite or remove the file.") from None
+        raise TLMInputError(
+            f"{path}: not a readable Parquet file ({e}). Fix: rewrite or remove the file."
+        ) from None
     if text_field not in pf.schema_arrow.names:
         raise TLMInputError(
             f"{path}: no column '{text_field}' (columns: {pf.schema_arrow.names}). "

@@ -12,7 +12,13 @@ from pathlib import Path
 from tlm.io import TLMInputError
 
 FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".txt", ".txt.gz")
-MALFORMED = ("bad_utf8", "bad_json", "not_an_object", "missing_field", "not_text")  # count against max_bad_share
+MALFORMED = (
+    "bad_utf8",
+    "bad_json",
+    "not_an_object",
+    "missing_field",
+    "not_text",
+)  # count against max_bad_share
 SKIPS = (*MALFORMED, "empty", "duplicate")
 CHECK_AFTER = 1000  # a file's share of malformed records is checked after this many, and at its end
 GRACE = 10  # a file may always have this many malformed records (unless it has nothing else)
@@ -24,7 +30,9 @@ class CorpusCounts:
     records: int = 0  # lines of text and JSON files, rows of Parquet files
     documents: int = 0  # written to the shards (a long document split into passages counts each)
     long_documents: int = 0  # longer than max_doc_chars: split into passages, or truncated
-    utf8_replaced: int = 0  # streamed lines (over LINE_CAP) with invalid UTF-8, read with U+FFFD for it
+    utf8_replaced: int = (
+        0  # streamed lines (over LINE_CAP) with invalid UTF-8, read with U+FFFD for it
+    )
     shards: int = 0
     skipped: dict = field(default_factory=lambda: dict.fromkeys(SKIPS, 0))
 
@@ -104,15 +112,21 @@ class FileCheck:
         self.bad += 1
         self.by_cause[e.cause] = self.by_cause.get(e.cause, 0) + 1
         if len(self.examples) < 3:
-            self.examples.append(f"line {lineno}: {e.cause.replace('_', ' ')}{f' ({e})' if str(e) else ''}")
+            self.examples.append(
+                f"line {lineno}: {e.cause.replace('_', ' ')}{f' ({e})' if str(e) else ''}"
+            )
 
     def record(self, final: bool = False) -> None:
         if not final:
             self.records += 1
             self.counts.records += 1
-        too_many = self.bad > self.max_share * self.records and (self.bad > GRACE or self.bad == self.records)
+        too_many = self.bad > self.max_share * self.records and (
+            self.bad > GRACE or self.bad == self.records
+        )
         if (final or self.records == CHECK_AFTER) and self.records and too_many:
-            causes = ", ".join(f"{n} {cause.replace('_', ' ')}" for cause, n in self.by_cause.items())
+            causes = ", ".join(
+                f"{n} {cause.replace('_', ' ')}" for cause, n in self.by_cause.items()
+            )
             fix = (
                 "set `corpus.text_field` to the field holding the text"
                 if "missing_field" in self.by_cause

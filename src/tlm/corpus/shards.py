@@ -51,13 +51,24 @@ def shard_corpus(
             nonlocal writer
             if buf_texts:
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp / f"shard-{counts.shards:05d}.parquet", SHARD_SCHEMA, compression="zstd")
-                writer.write_table(pa.table({"doc_id": buf_ids, "text": buf_texts}, schema=SHARD_SCHEMA))
+                    writer = pq.ParquetWriter(
+                        tmp / f"shard-{counts.shards:05d}.parquet", SHARD_SCHEMA, compression="zstd"
+                    )
+                writer.write_table(
+                    pa.table({"doc_id": buf_ids, "text": buf_texts}, schema=SHARD_SCHEMA)
+                )
                 buf_ids.clear()
                 buf_texts.clear()
 
         for path in paths:
-            for text in iter_texts(path, text_field, counts, max_doc_chars, max_bad_share, truncate=long_docs == "truncate"):
+            for text in iter_texts(
+                path,
+                text_field,
+                counts,
+                max_doc_chars,
+                max_bad_share,
+                truncate=long_docs == "truncate",
+            ):
                 if len(text) < max(min_chars, 1):
                     counts.skipped["empty"] += 1
                     continue
@@ -82,7 +93,12 @@ def shard_corpus(
             writer.close()
             counts.shards += 1
         if counts.documents == 0:
-            skipped = ", ".join(f"{n} {cause.replace('_', ' ')}" for cause, n in counts.skipped.items() if n) or "none"
+            skipped = (
+                ", ".join(
+                    f"{n} {cause.replace('_', ' ')}" for cause, n in counts.skipped.items() if n
+                )
+                or "none"
+            )
             raise TLMInputError(
                 f"{', '.join(map(str, paths))}: the corpus has no non-empty documents (skipped: {skipped}). "
                 "Fix: point `corpus.paths` at files with text."

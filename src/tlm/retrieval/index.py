@@ -40,7 +40,13 @@ class _TermIds(dict):
         return term
 
 
-def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batch_size: int = 65_536, processes: int = 1) -> dict:
+def count_terms(
+    shard: str | Path,
+    analyzer: Analyzer,
+    out_dir: str | Path,
+    batch_size: int = 65_536,
+    processes: int = 1,
+) -> dict:
     """Tokenize one corpus shard: postings (doc, term, tf) with a local vocabulary, and local df.
 
     Batches of documents are tokenized in `processes` worker processes (Python's tokenizing holds
@@ -59,7 +65,9 @@ def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batc
             for batch, (words, lengths, ends, local_term, counts) in zip(
                 wave, (pool.map if processes > 1 else map)(_count_batch, texts)
             ):
-                remap = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+                remap = np.fromiter(
+                    (vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words)
+                )
                 doc_ids.append(batch.column(0).to_numpy())
                 doc_len.append(lengths)
                 ptr.append(ptr[-1][-1] + ends)
@@ -79,14 +87,24 @@ def count_terms(shard: str | Path, analyzer: Analyzer, out_dir: str | Path, batc
             tf=tf.astype(np.int32),
         )
         # sorted by term, in row groups: corpus_stats merges the shards' vocabularies range by range
-        terms = pa.table([list(vocab), df.astype(np.int64), np.arange(len(vocab), dtype=np.int32)], schema=TERMS_SCHEMA)
-        pq.write_table(terms.sort_by("term"), tmp / "terms.parquet", row_group_size=TERMS_ROW_GROUP, compression="zstd")
+        terms = pa.table(
+            [list(vocab), df.astype(np.int64), np.arange(len(vocab), dtype=np.int32)],
+            schema=TERMS_SCHEMA,
+        )
+        pq.write_table(
+            terms.sort_by("term"),
+            tmp / "terms.parquet",
+            row_group_size=TERMS_ROW_GROUP,
+            compression="zstd",
+        )
         meta = {"num_docs": len(doc_ids), "total_len": int(doc_len.sum())}
         write_json(meta, tmp / "counts.json")
     return meta
 
 
-_analyzer: Analyzer | None = None  # the analyzer of count_terms' worker processes (and of the parent)
+_analyzer: Analyzer | None = (
+    None  # the analyzer of count_terms' worker processes (and of the parent)
+)
 
 
 def _init_worker(analyzer: Analyzer) -> None:
@@ -108,10 +126,18 @@ def _count_batch(texts: list[str]):
     # one sort of (doc, term) keys gives every document's distinct terms and their frequencies
     keys, counts = np.unique((doc << 32) | ids[ids >= 0], return_counts=True)
     ends = np.searchsorted(keys >> 32, np.arange(1, len(n_words) + 1))
-    return list(term_ids.vocab), np.bincount(doc, minlength=len(n_words)), ends, keys & 0xFFFFFFFF, counts
+    return (
+        list(term_ids.vocab),
+        np.bincount(doc, minlength=len(n_words)),
+        ends,
+        keys & 0xFFFFFFFF,
+        counts,
+    )
 
 
-def merge_stats(count_dirs: list[str | Path], out_dir: str | Path, range_rows: int = 4_000_000) -> dict:
+def merge_stats(
+    count_dirs: list[str | Path], out_dir: str | Path, range_rows: int = 4_000_000
+) -> dict:
     """Corpus-wide statistics from every shard's counts: df per term, document count, average length.
 
     The shards' vocabularies (sorted by term) are merged range by range of terms, each range read
@@ -127,7 +153,11 @@ def merge_stats(count_dirs: list[str | Path], out_dir: str | Path, range_rows: i
         total_len += meta["total_len"]
         md = pq.read_metadata(Path(d) / "terms.parquet")
         rows += md.num_rows
-        starts += [md.row_group(g).column(0).statistics.min for g in range(md.num_row_groups) if md.row_group(g).num_rows]
+        starts += [
+            md.row_group(g).column(0).statistics.min
+            for g in range(md.num_row_groups)
+            if md.row_group(g).num_rows
+        ]
     starts = sorted(starts)
     parts = max(1, -(-rows // range_rows))
     bounds = [None, *sorted({starts[len(starts) * i // parts] for i in range(1, parts)}), None]
@@ -136,11 +166,23 @@ def merge_stats(count_dirs: list[str | Path], out_dir: str | Path, range_rows: i
         tmp.mkdir()
         with pq.ParquetWriter(tmp / "df.parquet", DF_SCHEMA, compression="zstd") as writer:
             for lo, hi in zip(bounds, bounds[1:]):
-                where = [f for f in (("term", ">=", lo) if lo else None, ("term", "<", hi) if hi else None) if f]
-                tables = [
-                    pq.read_table(Path(d) / "terms.parquet", columns=["term", "df"], filters=where or None) for d in count_dirs
+                where = [
+                    f
+                    for f in (("term", ">=", lo) if lo else None, ("term", "<", hi) if hi else None)
+                    if f
                 ]
-                merged = pa.concat_tables(tables).group_by("term").aggregate([("df", "sum")]).rename_columns(["term", "df"])
+                tables = [
+                    pq.read_table(
+                        Path(d) / "terms.parquet", columns=["term", "df"], filters=where or None
+                    )
+                    for d in count_dirs
+                ]
+                merged = (
+                    pa.concat_tables(tables)
+                    .group_by("term")
+                    .aggregate([("df", "sum")])
+                    .rename_columns(["term", "df"])
+                )
                 writer.write_table(merged.sort_by("term").cast(DF_SCHEMA))
                 num_terms += merged.num_rows
         stats = {
@@ -159,7 +201,11 @@ def idf(df: np.ndarray, num_docs: int) -> np.ndarray:
 
 
 def build_shard_index(
-    counts_dir: str | Path, stats_dir: str | Path, out_dir: str | Path, k1: float = 1.5, b: float = 0.75
+    counts_dir: str | Path,
+    stats_dir: str | Path,
+    out_dir: str | Path,
+    k1: float = 1.5,
+    b: float = 0.75,
 ) -> None:
     """Score one shard's postings with global statistics; save it as a bm25s index plus the kernel's layout."""
     counts_dir, stats_dir = Path(counts_dir), Path(stats_dir)
@@ -167,7 +213,10 @@ def build_shard_index(
     local = pq.read_table(counts_dir / "terms.parquet", columns=["term", "id"])
     stats = read_json(stats_dir / "stats.json")
     # the global df of this shard's terms only (the scan keeps the matching rows of the corpus's vocabulary)
-    found = pq.read_table(stats_dir / "df.parquet", filters=pc.field("term").isin(local.column("term").combine_chunks()))
+    found = pq.read_table(
+        stats_dir / "df.parquet",
+        filters=pc.field("term").isin(local.column("term").combine_chunks()),
+    )
     joined = local.join(found, "term").sort_by("id")
     local_terms = joined.column("term").to_pylist()
     df = joined.column("df").to_numpy().astype(np.float64)
@@ -181,10 +230,17 @@ def build_shard_index(
 
     # CSC (column = term): bm25s's layout; a stable sort keeps documents ascending within a term.
     order = np.argsort(post["term"], kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(post["term"], minlength=len(local_terms)))]).astype(np.int64)
+    indptr = np.concatenate(
+        [[0], np.cumsum(np.bincount(post["term"], minlength=len(local_terms)))]
+    ).astype(np.int64)
     data, indices = scores[order], doc_of_posting[order].astype(np.int32)
     retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
-    retriever.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": len(doc_len)}
+    retriever.scores = {
+        "data": data,
+        "indices": indices,
+        "indptr": indptr,
+        "num_docs": len(doc_len),
+    }
     retriever.vocab_dict = {t: i for i, t in enumerate(local_terms)}
     retriever.nonoccurrence_array = None  # Lucene BM25 needs none
     with atomic_path(out_dir, is_dir=True) as tmp:
@@ -198,7 +254,9 @@ def build_shard_index(
         write_json({**stats, "k1": k1, "b": b, "kernel": KERNEL_FORMAT}, tmp / "global_stats.json")
 
 
-def save_kernel_layout(out_dir: Path, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> None:
+def save_kernel_layout(
+    out_dir: Path, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray
+) -> None:
     """The postings as the search kernel reads them, 4 bytes each (tlm.retrieval.kernel).
 
     postings.npy: per posting one uint32, its doc id within its block of BLOCK documents in the high
@@ -220,7 +278,9 @@ def save_kernel_layout(out_dir: Path, data: np.ndarray, indices: np.ndarray, ind
     if has.any():
         term_max[has] = np.maximum.reduceat(impacts, indptr[:-1][has])
     np.save(out_dir / "term_max.npy", term_max)
-    postings = np.empty(len(indices), np.uint32)  # built in place: one posting-sized array at a time
+    postings = np.empty(
+        len(indices), np.uint32
+    )  # built in place: one posting-sized array at a time
     np.bitwise_and(indices, BLOCK - 1, out=postings, casting="unsafe")
     postings <<= 16
     postings |= impacts
@@ -235,4 +295,6 @@ def quantize_impacts(scores: np.ndarray) -> np.ndarray:
     each exceeds S * score by at most 1 (tlm.retrieval.kernel)."""
     if not len(scores):
         return np.zeros(0, np.uint16)
-    return (np.floor(scores.astype(np.float64) * (65534.0 / float(scores.max()))) + 1).astype(np.uint16)
+    return (np.floor(scores.astype(np.float64) * (65534.0 / float(scores.max()))) + 1).astype(
+        np.uint16
+    )

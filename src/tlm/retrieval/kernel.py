@@ -51,9 +51,22 @@ BLOCK_BITS = 13
 BLOCK = 1 << BLOCK_BITS
 LONG_QUERY = 2**31 // 65536  # from this many terms on, a sum of 16-bit impacts could overflow int32
 # the files, in the kernel's argument order
-KERNEL_LAYOUT = ("postings", "run_start", "run_block", "term_runs", "term_max", "doc_ptr", "doc_terms", "doc_scores")
+KERNEL_LAYOUT = (
+    "postings",
+    "run_start",
+    "run_block",
+    "term_runs",
+    "term_max",
+    "doc_ptr",
+    "doc_terms",
+    "doc_scores",
+)
 # in global_stats.json; an index of another format is refused
-KERNEL_FORMAT = {"postings": "uint32 offset << 16 | impact", "block": BLOCK, "files": list(KERNEL_LAYOUT)}
+KERNEL_FORMAT = {
+    "postings": "uint32 offset << 16 | impact",
+    "block": BLOCK,
+    "files": list(KERNEL_LAYOUT),
+}
 
 
 @intrinsic
@@ -65,8 +78,12 @@ def _prefetch(typingctx, array, index):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
         i32 = ir.IntType(32)
-        name = "llvm.prefetch.p0" if str(address.type) == "ptr" else "llvm.prefetch.p0i8"  # opaque pointers or not
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]), name)
+        name = (
+            "llvm.prefetch.p0" if str(address.type) == "ptr" else "llvm.prefetch.p0i8"
+        )  # opaque pointers or not
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]), name
+        )
         builder.call(fn, [address, i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
@@ -179,7 +196,13 @@ def _search_query(terms, layout, num_docs, k, acc, cand_d, cand_u, hs, hd):
 def _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u):
     """The block loop: every document whose integer sum reached the running gate, in cand_d (its
     sum in cand_u); returns their number and the final gate."""
-    postings, run_start, run_block, term_runs, term_max = layout[0], layout[1], layout[2], layout[3], layout[4]
+    postings, run_start, run_block, term_runs, term_max = (
+        layout[0],
+        layout[1],
+        layout[2],
+        layout[3],
+        layout[4],
+    )
     m = len(terms)
     # The block loop takes the terms with the most postings first: their small impacts rarely lift
     # a sum to the gate, so the gate test is predictable for most postings (measured 10% faster).
@@ -187,11 +210,15 @@ def _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u):
     # repeat words across phrases: 27% of the benchmark's postings).
     distinct, count = _distinct(terms)
     nd = len(distinct)
-    order = np.argsort(run_start[term_runs[distinct]] - run_start[term_runs[distinct + 1]], kind="mergesort")
+    order = np.argsort(
+        run_start[term_runs[distinct]] - run_start[term_runs[distinct + 1]], kind="mergesort"
+    )
     by_size = distinct[order]
     times = count[order]
     cur = term_runs[by_size]  # each term's next run
-    bound = np.zeros(nd + 1, np.int64)  # bound[s + 1]: the largest sum terms 0..s (by size) can give
+    bound = np.zeros(
+        nd + 1, np.int64
+    )  # bound[s + 1]: the largest sum terms 0..s (by size) can give
     for s in range(nd):
         bound[s + 1] = bound[s] + term_max[by_size[s]] * np.int64(times[s])
     top = np.empty(k, acc.dtype)
@@ -207,7 +234,9 @@ def _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u):
             if bound[s + 1] < gate:  # no sum can reach the gate yet: add without testing
                 for p in range(np.uintp(run_start[r]), np.uintp(run_start[r + 1])):
                     x = postings[p]
-                    acc[np.uintp(x >> 16)] += (x & 0xFFFF) * c  # unsigned: numba checks no negative index
+                    acc[np.uintp(x >> 16)] += (
+                        x & 0xFFFF
+                    ) * c  # unsigned: numba checks no negative index
             else:
                 for p in range(np.uintp(run_start[r]), np.uintp(run_start[r + 1])):
                     x = postings[p]
@@ -215,17 +244,23 @@ def _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u):
                     a = acc[j]
                     u = a + (x & 0xFFFF) * c
                     acc[j] = u
-                    if u >= g and a < g:  # sums only grow: each document reaches the gate at most once
+                    if (
+                        u >= g and a < g
+                    ):  # sums only grow: each document reaches the gate at most once
                         cand_d[n] = base | (x >> 16)
                         n += 1
             cur[s] = r + 1
-            _prefetch(postings, np.uintp(run_start[r + 1]))  # the term's run in the next block: its first
+            _prefetch(
+                postings, np.uintp(run_start[r + 1])
+            )  # the term's run in the next block: its first
             _prefetch(postings, np.uintp(run_start[r + 1] + 16))  # two cache lines
         for j in range(first, n):  # the block's candidates, with their full sums
             u = acc[cand_d[j] - base]
             cand_u[j] = u
             size = _offer(top, size, k, u)
-            if size == k:  # slack: 2m for the quantization, a relative 2**-24 per term for float32 rounding
+            if (
+                size == k
+            ):  # slack: 2m for the quantization, a relative 2**-24 per term for float32 rounding
                 gate = max(gate, top[0] - 2 * m - 1 - ((top[0] >> 24) + 1) * (2 * m + 4))
         acc[:] = 0
     return n, gate
@@ -302,7 +337,9 @@ def search_batch(terms, ptr, layout, num_docs, k, workers):
                 n = _search_query(query, layout, num_docs, k, acc, cand_d, cand_u, hs, hd)
             else:  # int32 sums could overflow: int64 ones, for this query only
                 wide = np.zeros(BLOCK, np.int64)
-                n = _search_query(query, layout, num_docs, k, wide, cand_d, np.empty(num_docs, np.int64), hs, hd)
+                n = _search_query(
+                    query, layout, num_docs, k, wide, cand_d, np.empty(num_docs, np.int64), hs, hd
+                )
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]
             counts[q] = n

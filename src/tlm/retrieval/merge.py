@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 from tlm.io import atomic_path
 
 HITS_COLUMNS = {"query_id": "int64", "doc_id": "int64", "score": "float32", "rank": "int32"}
-HITS_SCHEMA = pa.schema([("query_id", pa.int64()), ("doc_id", pa.int64()), ("score", pa.float32()), ("rank", pa.int32())])
+HITS_SCHEMA = pa.schema(
+    [
+        ("query_id", pa.int64()),
+        ("doc_id", pa.int64()),
+        ("score", pa.float32()),
+        ("rank", pa.int32()),
+    ]
+)
 ROUND_ROWS = 500_000  # hits per merge round (with the sort's temporaries, ~50 MB)
 MAX_OPEN = 128  # hits files open at once in one merge (~0.75 MB each)
 CURSOR_ROWS = 16_384  # hits files are written in row groups of this size: a cursor holds one
@@ -43,7 +50,9 @@ def top_rows(q: np.ndarray, d: np.ndarray, s: np.ndarray, k: int) -> tuple[np.nd
 def merge_topk(hits: list[pd.DataFrame], k: int) -> pd.DataFrame:
     """Global top-k per query from per-shard top-k lists (exact: each shard kept its own top-k)."""
     allhits = pd.concat(hits, ignore_index=True)
-    rows, rank = top_rows(allhits.query_id.to_numpy(), allhits.doc_id.to_numpy(), allhits.score.to_numpy(), k)
+    rows, rank = top_rows(
+        allhits.query_id.to_numpy(), allhits.doc_id.to_numpy(), allhits.score.to_numpy(), k
+    )
     top = allhits.iloc[rows].reset_index(drop=True)
     top["rank"] = rank
     return top.astype(HITS_COLUMNS)
@@ -56,7 +65,9 @@ class _Cursor:
     def __init__(self, path):
         # no pre-buffering: it would hold whole column chunks (3.6 MB a file instead of 0.75)
         reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
-        self.batches = reader.iter_batches(batch_size=CURSOR_ROWS, columns=["query_id", "doc_id", "score"])
+        self.batches = reader.iter_batches(
+            batch_size=CURSOR_ROWS, columns=["query_id", "doc_id", "score"]
+        )
         self.pending: list[pa.RecordBatch] = []
         self.done = False
 
@@ -80,7 +91,9 @@ class _Cursor:
         return out
 
 
-def merge_topk_files(paths: list, k: int, n_queries: int, out, round_rows: int = ROUND_ROWS, max_open: int = MAX_OPEN) -> int:
+def merge_topk_files(
+    paths: list, k: int, n_queries: int, out, round_rows: int = ROUND_ROWS, max_open: int = MAX_OPEN
+) -> int:
     """The global top-k of queries 0..n_queries-1 from per-shard hits files sorted by query id
     (exact: each shard kept its own top-k; ties go to the lower doc id), written to `out`. Returns
     the number of queries with at least one hit."""
@@ -94,17 +107,28 @@ def merge_topk_files(paths: list, k: int, n_queries: int, out, round_rows: int =
         cursors = [_Cursor(p) for p in paths]
         answered = 0
         per_round = max(1, round_rows // (k * max(len(paths), 1)))
-        with atomic_path(out) as target, pq.ParquetWriter(target, HITS_SCHEMA, compression="zstd") as writer:
+        with (
+            atomic_path(out) as target,
+            pq.ParquetWriter(target, HITS_SCHEMA, compression="zstd") as writer,
+        ):
             for lo in range(0, max(n_queries, 1), per_round):
-                parts = pa.Table.from_batches([b for c in cursors for b in c.below(lo + per_round)], schema=HITS_SCHEMA.remove(3))
+                parts = pa.Table.from_batches(
+                    [b for c in cursors for b in c.below(lo + per_round)],
+                    schema=HITS_SCHEMA.remove(3),
+                )
                 q, d, s = (parts.column(i).to_numpy() for i in range(3))
                 rows, rank = top_rows(q, d, s, k)
                 answered += len(np.unique(q[rows]))
-                writer.write_table(pa.table([q[rows], d[rows], s[rows], rank], schema=HITS_SCHEMA), row_group_size=CURSOR_ROWS)
+                writer.write_table(
+                    pa.table([q[rows], d[rows], s[rows], rank], schema=HITS_SCHEMA),
+                    row_group_size=CURSOR_ROWS,
+                )
     return answered
 
 
-def retrieval_warnings(task: str, answered: int, n_queries: int, k: int, num_docs: int, analyzer: str) -> list[str]:
+def retrieval_warnings(
+    task: str, answered: int, n_queries: int, k: int, num_docs: int, analyzer: str
+) -> list[str]:
     """Silent ways for retrieval to go wrong, named with the key to change: most queries finding
     nothing (TLM quietly becomes task_only), and a K larger than the corpus."""
     warnings = []

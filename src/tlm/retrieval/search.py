@@ -38,13 +38,19 @@ class ShardIndex:
 
     def __init__(self, index_dir: str | Path):
         index_dir = Path(index_dir)
-        meta = read_json(index_dir / "global_stats.json") if (index_dir / "global_stats.json").exists() else {}
+        meta = (
+            read_json(index_dir / "global_stats.json")
+            if (index_dir / "global_stats.json").exists()
+            else {}
+        )
         if meta.get("kernel") != KERNEL_FORMAT:
             raise TLMInputError(
                 f"{index_dir}: not a tlm index of this version (its search-kernel files are missing or of another format). "
                 "Fix: rebuild it with tlm (rule build_index)."
             )
-        self.layout = tuple(np.load(index_dir / f"{name}.npy", mmap_mode="r") for name in KERNEL_LAYOUT)
+        self.layout = tuple(
+            np.load(index_dir / f"{name}.npy", mmap_mode="r") for name in KERNEL_LAYOUT
+        )
         self.retriever = bm25s.BM25.load(index_dir, mmap=True, load_corpus=False)
         self.vocab = self.retriever.vocab_dict
         self.scores = self.retriever.scores
@@ -61,7 +67,14 @@ class ShardIndex:
         np.cumsum([len(q) for q in ids], out=ptr[1:])
         return np.fromiter((t for q in ids for t in q), np.int32, int(ptr[-1])), ptr
 
-    def search(self, queries: list[list[str]], k: int, query_ids=None, threads: int = 1, batch_size: int = 4096) -> pd.DataFrame:
+    def search(
+        self,
+        queries: list[list[str]],
+        k: int,
+        query_ids=None,
+        threads: int = 1,
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
         """Top-k hits of each tokenized query (exact; tlm.retrieval.kernel).
 
         Queries are scored in batches of `batch_size` over `threads` threads; the result equals
@@ -83,7 +96,12 @@ class ShardIndex:
             out_s.append(scores[hit])
             out_r.append(np.broadcast_to(rank, hit.shape)[hit])
             done = min(lo + batch_size, len(queries))
-            log.info("%d/%d queries, %.0f queries/s", done, len(queries), done / (time.perf_counter() - start))
+            log.info(
+                "%d/%d queries, %.0f queries/s",
+                done,
+                len(queries),
+                done / (time.perf_counter() - start),
+            )
         return _hits_frame(out_q, out_d, out_s, out_r)
 
     def search_exhaustive(self, queries: list[list[str]], k: int, query_ids=None) -> pd.DataFrame:
@@ -103,7 +121,9 @@ class ShardIndex:
         return _hits_frame(out_q, out_d, out_s, out_r)
 
 
-def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_ids=None, threads: int = 1) -> pd.DataFrame:
+def search_shard(
+    index_dir: str | Path, queries: list[list[str]], k: int, query_ids=None, threads: int = 1
+) -> pd.DataFrame:
     """Top-k hits of each tokenized query in one shard index (memory-mapped); see `ShardIndex.search`."""
     log.info("searching %s with %d threads", index_dir, threads)
     return ShardIndex(index_dir).search(queries, k, query_ids, threads)
@@ -111,14 +131,28 @@ def search_shard(index_dir: str | Path, queries: list[list[str]], k: int, query_
 
 def _hits_frame(q, d, s, r) -> pd.DataFrame:
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
-    return pd.DataFrame({name: cat(parts, dtype) for (name, dtype), parts in zip(HITS_COLUMNS.items(), (q, d, s, r))})
+    return pd.DataFrame(
+        {
+            name: cat(parts, dtype)
+            for (name, dtype), parts in zip(HITS_COLUMNS.items(), (q, d, s, r))
+        }
+    )
 
 
-def retrieve_shard(index_dir, queries, k: int, out, analyzer: Analyzer, threads: int = 1, batch_size: int = 4096) -> None:
+def retrieve_shard(
+    index_dir, queries, k: int, out, analyzer: Analyzer, threads: int = 1, batch_size: int = 4096
+) -> None:
     """The top-k hits in one shard of each query of `queries` (query_id, text), written to `out`."""
     index = ShardIndex(index_dir)
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, HITS_SCHEMA, compression="zstd") as writer:
-        for batch in pq.ParquetFile(queries).iter_batches(batch_size=batch_size, columns=["query_id", "text"]):
+        for batch in pq.ParquetFile(queries).iter_batches(
+            batch_size=batch_size, columns=["query_id", "text"]
+        ):
             tokens = [analyzer(text) for text in batch.column(1).to_pylist()]
-            hits = index.search(tokens, k, batch.column(0).to_numpy(), threads=threads, batch_size=batch_size)
-            writer.write_table(pa.Table.from_pandas(hits, schema=HITS_SCHEMA, preserve_index=False), row_group_size=CURSOR_ROWS)
+            hits = index.search(
+                tokens, k, batch.column(0).to_numpy(), threads=threads, batch_size=batch_size
+            )
+            writer.write_table(
+                pa.Table.from_pandas(hits, schema=HITS_SCHEMA, preserve_index=False),
+                row_group_size=CURSOR_ROWS,
+            )

@@ -50,13 +50,20 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(model, tokenizer, result: TrainResult, out_dir, log_csv: Path, extra: dict) -> None:
+def save_checkpoint(
+    model, tokenizer, result: TrainResult, out_dir, log_csv: Path, extra: dict
+) -> None:
     """save_pretrained (model + tokenizer) plus the stage's cost record and training log, atomically."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(
-            {**asdict(result), **throughput(result, extra["device"], extra["low_precision"]), **extra}, tmp / "train_result.json"
+            {
+                **asdict(result),
+                **throughput(result, extra["device"], extra["low_precision"]),
+                **extra,
+            },
+            tmp / "train_result.json",
         )
         shutil.copyfile(log_csv, tmp / "train_log.csv")
 

@@ -36,7 +36,9 @@ def check_gpu(requested: int, required: bool) -> str:
             "Fix: run on a GPU node with a CUDA build of torch, or set resources.gpu: 0"
         )
         if required:
-            raise TLMInputError(message.replace("training on the CPU", "stopping (trainer.require_gpu: true)"))
+            raise TLMInputError(
+                message.replace("training on the CPU", "stopping (trainer.require_gpu: true)")
+            )
         log.warning("%s", message)
         return f"cpu ({requested} GPU requested, none found)"
     return device_name(pick_device())
@@ -60,7 +62,9 @@ def launch(fn, world: int, backend: str | None, *args) -> None:
         fn(Dist(), *args)
         return
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    torch.multiprocessing.spawn(_ddp_worker, nprocs=world, args=(world, _free_port(), backend, fn, *args))
+    torch.multiprocessing.spawn(
+        _ddp_worker, nprocs=world, args=(world, _free_port(), backend, fn, *args)
+    )
 
 
 def _ddp_worker(rank, world, port, backend, fn, *args):

@@ -91,7 +91,12 @@ class _Progress:
     def evaluated(self, scores: dict, step: int, model, keep_best: bool) -> None:
         self.since_best += 1
         if scores["macro_f1"] > self.best_f1 or not keep_best:
-            self.best_f1, self.result.best_step, self.result.dev, self.since_best = scores["macro_f1"], step, scores, 0
+            self.best_f1, self.result.best_step, self.result.dev, self.since_best = (
+                scores["macro_f1"],
+                step,
+                scores,
+                0,
+            )
             self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
 
@@ -130,12 +135,18 @@ def train_stage(
     peak = peak_flops(device_name(device), dtype is not None)
     model.to(device).train()
     optim = _optimizer(model, cfg, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(cfg.warmup_steps or 0, cfg.max_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lr_lambda(cfg.warmup_steps or 0, cfg.max_steps)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(cfg.seed)
     weights = task_loss_weights(cfg.rho2)
     state = checkpoints.newest() if checkpoints else None
-    run = _resume(state, model, optim, sched, scaler, gen, task, external, device) if state is not None else None
+    run = (
+        _resume(state, model, optim, sched, scaler, gen, task, external, device)
+        if state is not None
+        else None
+    )
     run = run or _Progress(TrainResult(planned_steps=cfg.max_steps))
     res = run.result
 
@@ -148,37 +159,71 @@ def train_stage(
         writer = csv.writer(fh)
         writer.writerows([LOG_COLUMNS, *run.rows])
         ahead = cfg.prefetch if cfg.prefetch is not None else (2 if device.type == "cuda" else 0)
-        stream = BatchStream(task, external, cfg, data.tokenizer, gen, run.step, ahead, pin=device.type == "cuda")
+        stream = BatchStream(
+            task, external, cfg, data.tokenizer, gen, run.step, ahead, pin=device.type == "cuda"
+        )
         for step in range(run.step, cfg.max_steps):
-            tick = time.perf_counter()  # data_seconds: the step's wait for its batch, and the copy to the device
+            tick = (
+                time.perf_counter()
+            )  # data_seconds: the step's wait for its batch, and the copy to the device
             on_task, batch, sources = stream.next()
             parts = [
                 {k: v.to(device, non_blocking=True) for k, v in trim(batch, r).items()}
                 for r in micro_batches(len(batch["input_ids"]), d, cfg.gradient_accumulation_steps)
             ]
             res.data_seconds += time.perf_counter() - tick
-            mlm_loss, task_loss = _backward(net, parts, batch, on_task, weights, scaler, d, device, dtype)
+            mlm_loss, task_loss = _backward(
+                net, parts, batch, on_task, weights, scaler, d, device, dtype
+            )
             _optimizer_step(model, optim, sched, scaler, cfg.max_grad_norm)
             _count_step(res, model.config, batch, on_task, d, cfg.gradient_accumulation_steps)
-            loss = (weights[1] * task_loss + weights[0] * (mlm_loss or 0.0)) if on_task else mlm_loss
+            loss = (
+                (weights[1] * task_loss + weights[0] * (mlm_loss or 0.0)) if on_task else mlm_loss
+            )
             _check_finite(loss, step + 1)
 
             last = step + 1 == cfg.max_steps
             scores = None
-            if d.main and dev is not None and (last or (cfg.eval_steps and (step + 1) % cfg.eval_steps == 0)):
+            if (
+                d.main
+                and dev is not None
+                and (last or (cfg.eval_steps and (step + 1) % cfg.eval_steps == 0))
+            ):
                 predicted = predict_proba(model, dev.epoch(), device, dtype).argmax(-1)
-                scores = classification_metrics(dev.store.labels, predicted, model.config.num_labels)
+                scores = classification_metrics(
+                    dev.store.labels, predicted, model.config.num_labels
+                )
                 run.evaluated(scores, step + 1, model, keep_best)
-                res.stopped_early = bool(cfg.patience and run.since_best >= cfg.patience and not last)
+                res.stopped_early = bool(
+                    cfg.patience and run.since_best >= cfg.patience and not last
+                )
             res.seconds = time.perf_counter() - start
-            run.rows.append(_log_row(step + 1, on_task, (loss, mlm_loss, task_loss), sched.get_last_lr()[0], res, peak, scores))
+            run.rows.append(
+                _log_row(
+                    step + 1,
+                    on_task,
+                    (loss, mlm_loss, task_loss),
+                    sched.get_last_lr()[0],
+                    res,
+                    peak,
+                    scores,
+                )
+            )
             writer.writerow(run.rows[-1])
             if d.main and ((step + 1) % 100 == 0 or last or res.stopped_early):
                 _log_progress(step + 1, cfg.max_steps, loss, res)
             if _stops_early(step + 1, run, cfg, d, device):
                 break
-            if checkpoints and d.main and cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not last:
-                checkpoints.save(step + 1, _state(step + 1, run, model, optim, sched, scaler, device, sources))
+            if (
+                checkpoints
+                and d.main
+                and cfg.save_steps
+                and (step + 1) % cfg.save_steps == 0
+                and not last
+            ):
+                checkpoints.save(
+                    step + 1, _state(step + 1, run, model, optim, sched, scaler, device, sources)
+                )
     if run.best_state is not None and res.best_step != res.steps:
         model.load_state_dict(run.best_state)
     return res
@@ -189,7 +234,9 @@ def _wrap(model, cfg: StageConfig, d: Dist, device: torch.device):
     net = torch.compile(model, dynamic=True) if cfg.compile else model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
         )
     return net
 
@@ -241,7 +288,9 @@ def _optimizer(model, cfg: StageConfig, device: torch.device) -> torch.optim.Ada
     )
 
 
-def _resume(state: dict, model, optim, sched, scaler, gen, task: Batches, external: Batches | None, device) -> _Progress:
+def _resume(
+    state: dict, model, optim, sched, scaler, gen, task: Batches, external: Batches | None, device
+) -> _Progress:
     """Every piece of training state back as a checkpoint saved it (`_state`)."""
     model.load_state_dict(state["model"])
     optim.load_state_dict(state["optim"])
@@ -249,14 +298,21 @@ def _resume(state: dict, model, optim, sched, scaler, gen, task: Batches, extern
     scaler.load_state_dict(state["scaler"])
     gen.set_state(state["gen"])
     torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and state.get("cuda_rng") is not None:  # dropout on a GPU draws from its own generator
+    if (
+        device.type == "cuda" and state.get("cuda_rng") is not None
+    ):  # dropout on a GPU draws from its own generator
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     task.load_state_dict(state["task"])
     if external is not None:
         external.load_state_dict(state["external"])
     log.info("resumed from step %d", state["step"])
     return _Progress(
-        TrainResult(**state["result"]), state["best_f1"], state["best_state"], state["since_best"], state["log"], state["step"]
+        TrainResult(**state["result"]),
+        state["best_f1"],
+        state["best_state"],
+        state["since_best"],
+        state["log"],
+        state["step"],
     )
 
 
@@ -288,7 +344,9 @@ def _forward(net, part: dict):
     return out.logits, getattr(out, "mlm_logits", None)
 
 
-def _backward(net, parts: list[dict], batch: dict, on_task: bool, weights, scaler, d: Dist, device, dtype):
+def _backward(
+    net, parts: list[dict], batch: dict, on_task: bool, weights, scaler, d: Dist, device, dtype
+):
     """Forward and backward of one step's micro-batches; the whole batch's (mlm_loss, task_loss),
     None where the step has none. Each part's loss is a sum divided by the whole batch's count
     (masked tokens, examples), so the gradient equals the single-process, one-part one."""
@@ -303,7 +361,11 @@ def _backward(net, parts: list[dict], batch: dict, on_task: bool, weights, scale
             logits, mlm_logits = _forward(net, part)
             loss = 0.0
             if mlm_labels is not None:
-                mlm = F.cross_entropy(mlm_logits.float(), part["mlm_labels"][part["mlm_labels"] != -100], reduction="sum")
+                mlm = F.cross_entropy(
+                    mlm_logits.float(),
+                    part["mlm_labels"][part["mlm_labels"] != -100],
+                    reduction="sum",
+                )
                 loss = loss + (w_mlm if on_task else 1.0) * mlm / n_masked
                 mlm_sum += mlm.item()
             if on_task:
@@ -316,10 +378,14 @@ def _backward(net, parts: list[dict], batch: dict, on_task: bool, weights, scale
         sums = torch.tensor([mlm_sum, task_sum], device=device)
         dist.all_reduce(sums)
         mlm_sum, task_sum = sums.tolist()
-    return (mlm_sum / n_masked if mlm_labels is not None else None), (task_sum / n_examples if on_task else None)
+    return (mlm_sum / n_masked if mlm_labels is not None else None), (
+        task_sum / n_examples if on_task else None
+    )
 
 
-def _log_row(step: int, on_task: bool, losses, lr: float, res: TrainResult, peak, scores: dict | None) -> list:
+def _log_row(
+    step: int, on_task: bool, losses, lr: float, res: TrainResult, peak, scores: dict | None
+) -> list:
     """One row of the training log (LOG_COLUMNS)."""
     loss, mlm_loss, task_loss = losses
     return [
@@ -344,15 +410,28 @@ def _log_row(step: int, on_task: bool, losses, lr: float, res: TrainResult, peak
 def _log_progress(step: int, steps: int, loss: float, res: TrainResult) -> None:
     log.info(
         "step %d/%d loss %.4f  %.0f tokens/s (real), %.1f%% padding, %.2e FLOPs",
-        *(step, steps, loss, res.tokens / res.seconds, 100 * (1 - res.tokens / res.padded_tokens), res.flops),
+        *(
+            step,
+            steps,
+            loss,
+            res.tokens / res.seconds,
+            100 * (1 - res.tokens / res.padded_tokens),
+            res.flops,
+        ),
     )
 
 
-def _count_step(res: TrainResult, config, batch: dict, on_task: bool, d: Dist, accumulation: int) -> None:
+def _count_step(
+    res: TrainResult, config, batch: dict, on_task: bool, d: Dist, accumulation: int
+) -> None:
     """Add one step's tokens and FLOPs to `res`: on real tokens, and as computed (each process's
     micro-batches padded to their own width)."""
     lengths = batch["attention_mask"].sum(1).numpy()
-    masked = (batch["mlm_labels"] != -100).sum(1).numpy() if "mlm_labels" in batch else np.zeros(len(lengths), np.int64)
+    masked = (
+        (batch["mlm_labels"] != -100).sum(1).numpy()
+        if "mlm_labels" in batch
+        else np.zeros(len(lengths), np.int64)
+    )
     res.steps += 1
     res.task_steps += on_task
     res.external_steps += not on_task
@@ -362,4 +441,6 @@ def _count_step(res: TrainResult, config, batch: dict, on_task: bool, d: Dist, a
         for r in micro_batches(len(lengths), Dist(k, d.world), accumulation):
             width = int(lengths[r].max())
             res.padded_tokens += width * len(r)
-            res.padded_flops += step_flops(config, [width] * len(r), int(masked[r].sum()), task_head=on_task)
+            res.padded_flops += step_flops(
+                config, [width] * len(r), int(masked[r].sum()), task_head=on_task
+            )

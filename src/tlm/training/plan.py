@@ -30,18 +30,28 @@ def task_loss_weights(rho2: float) -> tuple[float, float]:
 
 def lr_lambda(warmup: int, total: int):
     """Linear warm-up then linear decay to zero (BERT's schedule)."""
-    return lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+    return lambda step: (
+        (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+    )
 
 
-def expected_step_flops(config, store: TokenStore, cfg: StageConfig, max_len: int, on_task: bool) -> float:
+def expected_step_flops(
+    config, store: TokenStore, cfg: StageConfig, max_len: int, on_task: bool
+) -> float:
     """Mean training FLOPs (real tokens) of one step of batch_size rows drawn from `store`."""
     lengths = np.minimum(store.lengths, max_len).astype(np.float64)
     n = cfg.batch_size
-    masked = cfg.mlm_probability * n * max(lengths.mean() - 2, 0) if not on_task or cfg.rho2 > 0 else 0  # [CLS], [SEP] never
-    return training_flops(config, n * lengths.mean(), n * (lengths**2).mean(), masked, n if on_task else 0)
+    masked = (
+        cfg.mlm_probability * n * max(lengths.mean() - 2, 0) if not on_task or cfg.rho2 > 0 else 0
+    )  # [CLS], [SEP] never
+    return training_flops(
+        config, n * lengths.mean(), n * (lengths**2).mean(), masked, n if on_task else 0
+    )
 
 
-def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None, config, max_len: int) -> StageConfig:
+def plan_stage(
+    cfg: StageConfig, train: TokenStore, external: TokenStore | None, config, max_len: int
+) -> StageConfig:
     """`cfg` with its budget resolved to steps: max_steps, warmup_steps and eval_steps set.
 
     epochs: passes over the training set by the task batches (stage 1 adds rho1 external steps to
@@ -54,7 +64,11 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
     """
     epochs = cfg.epochs or DEFAULT_BUDGET["stage1"]["epochs"]
     if cfg.rho1 is None:
-        rho1 = round(cfg.external_epochs * len(external) / (epochs * len(train))) if external is not None else 0
+        rho1 = (
+            round(cfg.external_epochs * len(external) / (epochs * len(train)))
+            if external is not None
+            else 0
+        )
         cfg = dataclasses.replace(cfg, rho1=min(max(rho1, 1), 999) if external is not None else 0)
     cycle = cfg.rho1 + 1 if external is not None else 1
     per_epoch = math.ceil(len(train) / cfg.batch_size)  # task batches per pass
@@ -73,7 +87,9 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
     elif cfg.flops:
         per_cycle = expected_step_flops(config, train, cfg, max_len, on_task=True)
         if external is not None:
-            per_cycle += cfg.rho1 * expected_step_flops(config, external, cfg, max_len, on_task=False)
+            per_cycle += cfg.rho1 * expected_step_flops(
+                config, external, cfg, max_len, on_task=False
+            )
         if cfg.flops < per_cycle:
             log.warning(
                 "flops = %.3g is less than one step's %.3g (a task batch and its rho1 external ones): training that one "
@@ -83,7 +99,11 @@ def plan_stage(cfg: StageConfig, train: TokenStore, external: TokenStore | None,
             )
         steps = max(1, math.floor(cfg.flops / per_cycle)) * cycle
     else:
-        raise TLMInputError("no training budget: set one of max_steps, epochs or flops for the stage.")
+        raise TLMInputError(
+            "no training budget: set one of max_steps, epochs or flops for the stage."
+        )
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * steps)
     every = cfg.eval_steps if cfg.eval_steps is not None else math.ceil(steps / 10)
-    return dataclasses.replace(cfg, max_steps=steps, warmup_steps=min(warmup, steps), eval_steps=every)
+    return dataclasses.replace(
+        cfg, max_steps=steps, warmup_steps=min(warmup, steps), eval_steps=every
+    )

@@ -13,7 +13,15 @@ import torch
 from tlm.config import pretrained_dir
 from tlm.device import amp_dtype, pick_device
 from tlm.io import TLMInputError
-from tlm.model import PretrainedTLM, TLMModel, checkpoint_error, label_maps, load_classifier, make_config, reset_head
+from tlm.model import (
+    PretrainedTLM,
+    TLMModel,
+    checkpoint_error,
+    label_maps,
+    load_classifier,
+    make_config,
+    reset_head,
+)
 from tlm.settings import StageSettings
 from tlm.tokens import Batches, TokenStore
 from tlm.training.checkpoints import Checkpoints, fingerprint, save_checkpoint
@@ -48,14 +56,25 @@ def run_stage(
     processes are started on this machine (one per GPU; gloo on CPU). `gpus_requested`: the GPUs
     the job asked for; none found is a warning, or an error with trainer.require_gpu.
     """
-    s = StageSettings.from_params(stage, settings)  # typed once; the rule's params stay as they came
+    s = StageSettings.from_params(
+        stage, settings
+    )  # typed once; the rule's params stay as they came
     device = check_gpu(gpus_requested, s.train.require_gpu)
     args = (s, tokenizer_dir, tokens_dir, external_dir, init_dir, labels, out_dir, log_csv, device)
     launch(_run_stage, world, backend, *args)
 
 
 def _run_stage(
-    d: Dist, s: StageSettings, tokenizer_dir, tokens_dir, external_dir, init_dir, labels, out_dir, log_csv, device
+    d: Dist,
+    s: StageSettings,
+    tokenizer_dir,
+    tokens_dir,
+    external_dir,
+    init_dir,
+    labels,
+    out_dir,
+    log_csv,
+    device,
 ) -> None:
     stage, seed, cfg = s.stage, s.seed, s.train
     torch.manual_seed(seed)
@@ -69,10 +88,19 @@ def _run_stage(
     train = TokenStore.load(tokens_dir / "train")
     external_store = TokenStore.load(external_dir) if stage == "stage1" and external_dir else None
     model, tokenizer, extra = _start_model(s, tokenizer_dir, init_dir, labels)
-    tokenizer.model_max_length = max_len  # what the saved model was trained on: pipeline(truncation=True) cuts there
+    tokenizer.model_max_length = (
+        max_len  # what the saved model was trained on: pipeline(truncation=True) cuts there
+    )
     cfg = plan_stage(cfg, train, external_store, model.config, max_len)
-    multiple = cfg.pad_to_multiple_of or (8 if cfg.compile else 1)  # few shapes: compile does not recompile per width
-    special = dict(pad_id=tokenizer.pad_token_id, max_len=max_len, sep_id=tokenizer.sep_token_id, pad_multiple=multiple)
+    multiple = cfg.pad_to_multiple_of or (
+        8 if cfg.compile else 1
+    )  # few shapes: compile does not recompile per width
+    special = dict(
+        pad_id=tokenizer.pad_token_id,
+        max_len=max_len,
+        sep_id=tokenizer.sep_token_id,
+        pad_multiple=multiple,
+    )
     # Task batches are not length-bucketed: text length correlates with the label (a batch of only
     # short texts is a batch of a few classes), which slows and biases the task loss.
     task = Batches(train, cfg.batch_size, seed=seed, **special)
@@ -80,18 +108,31 @@ def _run_stage(
     external = (
         None
         if external_store is None
-        else Batches(external_store, cfg.batch_size, seed=seed + 1, bucket=50, pack=cfg.pack_external, **special)
+        else Batches(
+            external_store,
+            cfg.batch_size,
+            seed=seed + 1,
+            bucket=50,
+            pack=cfg.pack_external,
+            **special,
+        )
     )
     if d.main:
         log.info(
             "%s: %d task examples, %d external documents, %d processes, %s",
             *(stage, len(train), 0 if external is None else len(external.store), d.world, cfg),
         )
-    checkpoints = Checkpoints(f"{out_dir}.checkpoints", fingerprint([stage, s.params, d.world]), cfg.save_total_limit)
+    checkpoints = Checkpoints(
+        f"{out_dir}.checkpoints", fingerprint([stage, s.params, d.world]), cfg.save_total_limit
+    )
     data = StageData(tokenizer, task, external, dev)
-    result = train_stage(model, cfg, data, Path(log_csv), keep_best=stage == "stage2", checkpoints=checkpoints, d=d)
+    result = train_stage(
+        model, cfg, data, Path(log_csv), keep_best=stage == "stage2", checkpoints=checkpoints, d=d
+    )
     if d.main:
-        final = model.classifier_model() if stage == "stage2" and isinstance(model, TLMModel) else model
+        final = (
+            model.classifier_model() if stage == "stage2" and isinstance(model, TLMModel) else model
+        )
         record = {
             "stage": stage,
             "settings": s.params,
@@ -117,10 +158,17 @@ def _start_model(s: StageSettings, tokenizer_dir, init_dir, labels: list[str]):
         if s.stage == "stage1":
             model = PretrainedTLM(ckpt, labels)
             extra["mlm_head"] = "new" if model.new_mlm_head else "checkpoint"
-            log.info("stage 1 from %s, with %s MLM head", ckpt, "a new" if model.new_mlm_head else "the checkpoint's")
+            log.info(
+                "stage 1 from %s, with %s MLM head",
+                ckpt,
+                "a new" if model.new_mlm_head else "the checkpoint's",
+            )
         else:  # the plm baseline: the checkpoint with its architecture's classification head
             model = load_classifier(ckpt, **label_maps(labels))
-        if not all(hasattr(model.config, a) for a in ("num_hidden_layers", "hidden_size", "intermediate_size")):
+        if not all(
+            hasattr(model.config, a)
+            for a in ("num_hidden_layers", "hidden_size", "intermediate_size")
+        ):
             raise TLMInputError(
                 f"{s.pretrained}: not a BERT-style encoder config, so its FLOPs cannot be counted. "
                 "Fix: use a BERT-style checkpoint (num_hidden_layers, hidden_size, intermediate_size)."
@@ -128,7 +176,16 @@ def _start_model(s: StageSettings, tokenizer_dir, init_dir, labels: list[str]):
     elif init_dir is None:
         tokenizer = load_tokenizer(tokenizer_dir)
         m = s.model
-        model = TLMModel(make_config(m.preset, len(tokenizer), labels, m.max_seq_length, tokenizer.pad_token_id, m.dropout))
+        model = TLMModel(
+            make_config(
+                m.preset,
+                len(tokenizer),
+                labels,
+                m.max_seq_length,
+                tokenizer.pad_token_id,
+                m.dropout,
+            )
+        )
     elif s.pretrained:  # stage 2 after a stage 1 from a checkpoint: its classifier, a fresh head
         tokenizer = load_tokenizer(init_dir)
         model = load_classifier(init_dir, **label_maps(labels))

@@ -35,7 +35,17 @@ class BatchStream:
     are the same either way. At each step where a checkpoint is saved it records the sources'
     state as of that step, which the thread has already moved past."""
 
-    def __init__(self, task, external, cfg: StageConfig, tokenizer, gen, start: int, ahead: int = 0, pin: bool = False):
+    def __init__(
+        self,
+        task,
+        external,
+        cfg: StageConfig,
+        tokenizer,
+        gen,
+        start: int,
+        ahead: int = 0,
+        pin: bool = False,
+    ):
         self.task, self.external, self.cfg, self.gen, self.pin = task, external, cfg, gen, pin
         self.special = torch.tensor(tokenizer.all_special_ids)
         self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
@@ -64,7 +74,9 @@ class BatchStream:
             saved = {
                 "task": copy.deepcopy(self.task.state_dict()),
                 "gen": self.gen.get_state(),
-                "external": copy.deepcopy(self.external.state_dict()) if self.external is not None else None,
+                "external": copy.deepcopy(self.external.state_dict())
+                if self.external is not None
+                else None,
             }
         return on_task, batch, saved
 

@@ -12,7 +12,13 @@ from tlm.io import TLMInputError, atomic_path, read_json
 from tlm.tokens import TokenStore
 from tlm.wordpiece import learn_vocab, word_counts
 
-SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 
 
 def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreTrainedTokenizerFast:
@@ -23,7 +29,9 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     specials = list(SPECIAL_TOKENS.values())
-    vocab = learn_vocab(word_counts(texts, tok.normalizer, tok.pre_tokenizer), vocab_size, min_frequency, specials)
+    vocab = learn_vocab(
+        word_counts(texts, tok.normalizer, tok.pre_tokenizer), vocab_size, min_frequency, specials
+    )
     ordered = specials + sorted(set(vocab) - set(specials))
     tok.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
     tok.post_processor = processors.TemplateProcessing(
@@ -39,7 +47,11 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int, out_dir) -> PreT
 
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
     """A tokenizer from a local directory (never the hub); MLM needs its [PAD], [CLS], [SEP], [MASK]."""
-    if Path(path).is_dir() and not any(Path(path).glob("tokenizer*.json")) and not (Path(path) / "vocab.txt").exists():
+    if (
+        Path(path).is_dir()
+        and not any(Path(path).glob("tokenizer*.json"))
+        and not (Path(path) / "vocab.txt").exists()
+    ):
         raise TLMInputError(
             f"{path}: no tokenizer files in it (tokenizer.json, tokenizer_config.json or vocab.txt; found "
             f"{sorted(p.name for p in Path(path).iterdir())[:10]}). Fix: set `tokenizer.path` to a directory saved "
@@ -52,13 +64,21 @@ def load_tokenizer(path) -> PreTrainedTokenizerFast:
             f"{path}: not a readable tokenizer directory ({e}). Fix: set `tokenizer.path` to a local "
             "directory saved with save_pretrained, or null to train one."
         ) from None
-    missing = [name for name in ("pad_token", "cls_token", "sep_token", "mask_token") if getattr(tok, name) is None]
+    missing = [
+        name
+        for name in ("pad_token", "cls_token", "sep_token", "mask_token")
+        if getattr(tok, name) is None
+    ]
     if missing:
-        raise TLMInputError(f"{path}: the tokenizer has no {missing}. Fix: use a BERT-style tokenizer (MLM needs them).")
+        raise TLMInputError(
+            f"{path}: the tokenizer has no {missing}. Fix: use a BERT-style tokenizer (MLM needs them)."
+        )
     return tok
 
 
-def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_json=None, max_rank: int = 0) -> TokenStore:
+def tokenize_texts(
+    tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_json=None, max_rank: int = 0
+) -> TokenStore:
     """Tokenize a Parquet file's `text` column once (and map its `label`s) for every run to stream.
 
     With `max_rank`, only external documents with best_rank <= max_rank are kept: S for a smaller
@@ -67,7 +87,9 @@ def tokenize_texts(tokenizer_dir, parquet, max_seq_length: int, out_dir, labels_
     import pandas as pd
 
     columns = ["text", "label"] if labels_json else ["text"]
-    df = pd.read_parquet(parquet, filters=[("best_rank", "<=", max_rank)] if max_rank else None, columns=columns)
+    df = pd.read_parquet(
+        parquet, filters=[("best_rank", "<=", max_rank)] if max_rank else None, columns=columns
+    )
     labels = None
     if labels_json:
         label_id = {label: i for i, label in enumerate(read_json(labels_json)["labels"])}
