@@ -1,6 +1,11 @@
 """The conda environments in envs/ ask for the same packages and versions as pyproject.toml."""
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 
 import tomllib
 import yaml
@@ -87,3 +92,44 @@ def test_the_container_installs_what_make_install_does():
     assert re.search(r'^RUN python -m pip install "\.\$EXTRAS"', dockerfile, re.M)
     assert 'container: str(Path(workflow.basedir) / "tlm.sif")' in (ROOT / "Snakefile").read_text()
     assert "apptainer build tlm.sif" in (ROOT / "README.md").read_text()
+
+
+def test_an_installed_tlm_reads_its_own_schema(tmp_path):
+    """The wheel ships the schema (config/schema.yaml links to it), so a tlm installed without the
+    checkout (the container's `pip install .`) still builds its settings and validates configs."""
+    src = tmp_path / "src"  # what the .dockerignore sends
+    shutil.copytree(
+        ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            wheel_dir,
+            src,
+        ],
+        check=True,
+    )
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next(wheel_dir.glob("tlm-*.whl"))) as wheel:
+        assert "tlm/schema.yaml" in wheel.namelist()
+        wheel.extractall(site)
+    code = (
+        "import tlm.settings as s, tlm.config as c; print(s.SCHEMA_PATH); "
+        "print(s.StageConfig(batch_size=8, learning_rate=1e-3).patience)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == str(site / "tlm" / "schema.yaml")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+# Shipped inside the package (config/schema.yaml is a link to it), so an installed tlm reads it too.
+SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
 
 
 @functools.cache
