@@ -1,21 +1,64 @@
-"""Resumable training state, and a stage's finished checkpoint (save_pretrained plus its cost record)."""
+"""Resumable training state (what a stage has done so far, saved and restored whole), and a stage's
+finished checkpoint (save_pretrained plus its cost record)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from tlm.io import atomic_path, write_json
 from tlm.metrics import peak_flops
+from tlm.tokens import Batches
 
-if TYPE_CHECKING:
-    from tlm.training.loop import TrainResult
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    task_steps: int = 0
+    external_steps: int = 0
+    tokens: int = 0  # non-padding tokens seen
+    padded_tokens: int = 0  # tokens computed, padding included
+    flops: int = 0  # on the real tokens
+    padded_flops: int = 0  # what the hardware computed, padding included
+    seconds: float = 0.0
+    data_seconds: float = 0.0  # of which preparing batches
+    best_step: int = -1
+    stopped_early: bool = False
+    planned_steps: int = 0
+    dev: dict = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """What a resumed stage takes over: the result so far, the best dev score and weights, the
+    evaluations since the best, the log's rows and the next step."""
+
+    result: TrainResult
+    best_f1: float = -1.0
+    best_state: dict | None = None
+    since_best: int = 0
+    rows: list = field(default_factory=list)
+    step: int = 0
+
+    def evaluated(self, scores: dict, step: int, model, keep_best: bool) -> None:
+        self.since_best += 1
+        if scores["macro_f1"] > self.best_f1 or not keep_best:
+            self.best_f1, self.result.best_step, self.result.dev, self.since_best = (
+                scores["macro_f1"],
+                step,
+                scores,
+                0,
+            )
+            self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
 
 class Checkpoints:
@@ -77,4 +120,53 @@ def throughput(result: TrainResult, device: str, low_precision: bool) -> dict:
         "tokens_per_second": result.tokens / seconds,
         "padding_share": 1 - result.tokens / max(result.padded_tokens, 1),
         "mfu": result.flops / seconds / peak if peak else None,
+    }
+
+
+def resume(
+    state: dict, model, optim, sched, scaler, gen, task: Batches, external: Batches | None, device
+) -> Progress:
+    """Every piece of training state back as a checkpoint saved it (`snapshot`)."""
+    model.load_state_dict(state["model"])
+    optim.load_state_dict(state["optim"])
+    sched.load_state_dict(state["sched"])
+    scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if (
+        device.type == "cuda" and state.get("cuda_rng") is not None
+    ):  # dropout on a GPU draws from its own generator
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    task.load_state_dict(state["task"])
+    if external is not None:
+        external.load_state_dict(state["external"])
+    log.info("resumed from step %d", state["step"])
+    return Progress(
+        TrainResult(**state["result"]),
+        state["best_f1"],
+        state["best_state"],
+        state["since_best"],
+        state["log"],
+        state["step"],
+    )
+
+
+def snapshot(step: int, run: Progress, model, optim, sched, scaler, device, sources: dict) -> dict:
+    """A resumable checkpoint's contents at `step` (`sources`: the batch sources' state then)."""
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "optim": optim.state_dict(),
+        "sched": sched.state_dict(),
+        "scaler": scaler.state_dict(),
+        "gen": sources["gen"],
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "task": sources["task"],
+        "external": sources["external"],
+        "result": asdict(run.result),
+        "best_f1": run.best_f1,
+        "best_state": run.best_state,
+        "since_best": run.since_best,
+        "log": run.rows,
     }

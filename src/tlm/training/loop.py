@@ -8,14 +8,13 @@ checkpoint every save_steps steps.
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from tlm.io import TLMInputError
 from tlm.metrics import classification_metrics, peak_flops, step_flops
 from tlm.settings import StageConfig
 from tlm.tokens import Batches
-from tlm.training.checkpoints import Checkpoints
+from tlm.training.checkpoints import Checkpoints, Progress, TrainResult, resume, snapshot
 from tlm.training.ddp import Dist
 from tlm.training.plan import lr_lambda, task_loss_weights
 from tlm.training.stream import BatchStream, micro_batches, trim
@@ -57,47 +56,6 @@ LOG_COLUMNS = [
     "dev_macro_f1",
     "dev_accuracy",
 ]
-
-
-@dataclass
-class TrainResult:
-    steps: int = 0
-    task_steps: int = 0
-    external_steps: int = 0
-    tokens: int = 0  # non-padding tokens seen
-    padded_tokens: int = 0  # tokens computed, padding included
-    flops: int = 0  # on the real tokens
-    padded_flops: int = 0  # what the hardware computed, padding included
-    seconds: float = 0.0
-    data_seconds: float = 0.0  # of which preparing batches
-    best_step: int = -1
-    stopped_early: bool = False
-    planned_steps: int = 0
-    dev: dict = field(default_factory=dict)
-
-
-@dataclass
-class _Progress:
-    """What a resumed stage takes over: the result so far, the best dev score and weights, the
-    evaluations since the best, the log's rows and the next step."""
-
-    result: TrainResult
-    best_f1: float = -1.0
-    best_state: dict | None = None
-    since_best: int = 0
-    rows: list = field(default_factory=list)
-    step: int = 0
-
-    def evaluated(self, scores: dict, step: int, model, keep_best: bool) -> None:
-        self.since_best += 1
-        if scores["macro_f1"] > self.best_f1 or not keep_best:
-            self.best_f1, self.result.best_step, self.result.dev, self.since_best = (
-                scores["macro_f1"],
-                step,
-                scores,
-                0,
-            )
-            self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
 
 @dataclass(frozen=True)
@@ -143,11 +101,11 @@ def train_stage(
     weights = task_loss_weights(cfg.rho2)
     state = checkpoints.newest() if checkpoints else None
     run = (
-        _resume(state, model, optim, sched, scaler, gen, task, external, device)
+        resume(state, model, optim, sched, scaler, gen, task, external, device)
         if state is not None
         else None
     )
-    run = run or _Progress(TrainResult(planned_steps=cfg.max_steps))
+    run = run or Progress(TrainResult(planned_steps=cfg.max_steps))
     res = run.result
 
     net = _wrap(model, cfg, d, device)
@@ -222,7 +180,7 @@ def train_stage(
                 and not last
             ):
                 checkpoints.save(
-                    step + 1, _state(step + 1, run, model, optim, sched, scaler, device, sources)
+                    step + 1, snapshot(step + 1, run, model, optim, sched, scaler, device, sources)
                 )
     if run.best_state is not None and res.best_step != res.steps:
         model.load_state_dict(run.best_state)
@@ -258,7 +216,7 @@ def _check_finite(loss: float, step: int) -> None:
         )
 
 
-def _stops_early(step: int, run: _Progress, cfg: StageConfig, d: Dist, device) -> bool:
+def _stops_early(step: int, run: Progress, cfg: StageConfig, d: Dist, device) -> bool:
     """Whether the stage stops at `step` (patience), the same on every process."""
     res = run.result
     if d.world > 1 and cfg.patience:  # every process stops at the same step
@@ -286,55 +244,6 @@ def _optimizer(model, cfg: StageConfig, device: torch.device) -> torch.optim.Ada
         eps=1e-6,
         fused=device.type == "cuda",
     )
-
-
-def _resume(
-    state: dict, model, optim, sched, scaler, gen, task: Batches, external: Batches | None, device
-) -> _Progress:
-    """Every piece of training state back as a checkpoint saved it (`_state`)."""
-    model.load_state_dict(state["model"])
-    optim.load_state_dict(state["optim"])
-    sched.load_state_dict(state["sched"])
-    scaler.load_state_dict(state["scaler"])
-    gen.set_state(state["gen"])
-    torch.set_rng_state(state["torch_rng"])
-    if (
-        device.type == "cuda" and state.get("cuda_rng") is not None
-    ):  # dropout on a GPU draws from its own generator
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-    task.load_state_dict(state["task"])
-    if external is not None:
-        external.load_state_dict(state["external"])
-    log.info("resumed from step %d", state["step"])
-    return _Progress(
-        TrainResult(**state["result"]),
-        state["best_f1"],
-        state["best_state"],
-        state["since_best"],
-        state["log"],
-        state["step"],
-    )
-
-
-def _state(step: int, run: _Progress, model, optim, sched, scaler, device, sources: dict) -> dict:
-    """A resumable checkpoint's contents at `step` (`sources`: the batch sources' state then)."""
-    return {
-        "step": step,
-        "model": model.state_dict(),
-        "optim": optim.state_dict(),
-        "sched": sched.state_dict(),
-        "scaler": scaler.state_dict(),
-        "gen": sources["gen"],
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "task": sources["task"],
-        "external": sources["external"],
-        "result": asdict(run.result),
-        "best_f1": run.best_f1,
-        "best_state": run.best_state,
-        "since_best": run.since_best,
-        "log": run.rows,
-    }
 
 
 def _forward(net, part: dict):
