@@ -165,6 +165,28 @@ def test_config_files_are_read_strictly(tmp_path, text, expect):
         main([str(tmp_path / "my.yaml")])
 
 
+def test_merge_keys_read_as_safe_load_reads_them(tmp_path):
+    """`<<: *anchor` (config/plm_tlm.yaml's runs share their settings so) is no repeated key: the
+    mapping's own keys override the merged ones; a key twice beside a merge is still refused."""
+    text = "runs:\n  a: &base {kind: plm, stage2: {max_steps: 4}}\n  b: {<<: *base, kind: tlm}\n"
+    (tmp_path / "my.yaml").write_text(text)
+    assert read_config_file(tmp_path / "my.yaml") == yaml.safe_load(text)
+    assert read_config_file(tmp_path / "my.yaml")["runs"]["b"] == {
+        "kind": "tlm",
+        "stage2": {"max_steps": 4},
+    }
+    (tmp_path / "my.yaml").write_text(text.replace("kind: tlm}", "kind: tlm, kind: plm}"))
+    with pytest.raises(ConfigError, match="`kind` is given twice"):
+        read_config_file(tmp_path / "my.yaml")
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
+)
+def test_every_shipped_config_file_reads(path):
+    assert isinstance(read_config_file(ROOT / "config" / path), dict)
+
+
 def test_config_checker_accepts_the_demo_and_json(tmp_path, capsys):
     main([str(ROOT / "config" / "config.yaml")])
     assert capsys.readouterr().out.endswith("config.yaml: valid\n")

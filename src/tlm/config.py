@@ -59,11 +59,14 @@ def _describe(error) -> str:
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML as safe_load reads it, but a key given twice in one mapping is an error (PyYAML, like
-    Snakemake's loader, keeps the last one silently)."""
+    Snakemake's loader, keeps the last one silently). Merge keys (`<<: *anchor`) work as in
+    safe_load: a key of the mapping itself overrides a merged one."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise ConfigError(
