@@ -145,6 +145,38 @@ def test_length_bucketing_reduces_padding_and_keeps_every_example():
     assert n1 == n2 == 400 and pad_bucket < pad_plain / 5
 
 
+def test_labelled_batches_are_bucketed_within_each_label():
+    """Length goes with the label here (label 0: 2-40 tokens, label 1: 20-60): a plain length sort
+    would make batches of mostly one label; bucketing within each label keeps both labels in
+    every batch and still cuts the padding."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    lengths = np.where(labels == 0, rng.integers(2, 41, 400), rng.integers(20, 61, 400))
+    s = store([[1] * int(n) for n in lengths], labels)
+
+    def epoch(bucket):
+        b = Batches(s, 16, 0, seed=0, bucket=bucket)
+        batches = [b.next() for _ in range(25)]
+        pad = sum(int((x["attention_mask"] == 0).sum()) for x in batches)
+        return pad, [x["labels"].float().mean().item() for x in batches], batches
+
+    pad_plain, _, _ = epoch(0)
+    pad_bucket, shares, batches = epoch(10)
+    assert sum(len(x["labels"]) for x in batches) == 400
+    assert pad_bucket < pad_plain * 0.6
+    assert all(0.3 <= share <= 0.7 for share in shares), shares
+
+
+def test_evaluation_batches_sorted_by_length_map_back_to_store_order():
+    rng = np.random.default_rng(1)
+    rows = [[1] * int(n) for n in rng.integers(2, 60, 100)]
+    b = Batches(store(rows), 8, 0, seed=0, shuffle=False, bucket=4)
+    widths = [int(x["attention_mask"].sum(1).max()) for x in b.epoch()]
+    seen = np.concatenate([x["attention_mask"].sum(1).numpy() for x in b.epoch()])
+    assert sum(widths) < 8 * 13 * 59 / 2, "sorted spans: little padding"
+    assert b.in_store_order(seen).tolist() == [len(r) for r in rows]
+
+
 def test_batch_stream_resumes_exactly_from_its_state():
     rows = [[1, i, 2] for i in range(3, 40)]
     a = Batches(store(rows), 4, 0, seed=3, bucket=2)

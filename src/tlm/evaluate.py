@@ -14,7 +14,7 @@ from tlm.io import atomic_path, read_json, write_parquet
 from tlm.metrics import classification_metrics, paper_flops
 from tlm.model import count_parameters
 from tlm.select import external_size
-from tlm.tokens import Batches, TokenStore
+from tlm.tokens import EVAL_BUCKET, Batches, TokenStore
 
 
 def evaluate_run(
@@ -36,10 +36,11 @@ def evaluate_run(
         tokenizer.pad_token_id,
         seed=0,
         shuffle=False,
+        bucket=EVAL_BUCKET,
         max_len=tokenizer.model_max_length,
         sep_id=tokenizer.sep_token_id,
     )
-    probs = predict_proba(model, batches.epoch(), device, dtype)
+    probs = batches.in_store_order(predict_proba(model, batches.epoch(), device, dtype))
     scores = classification_metrics(test.labels, probs.argmax(-1), model.config.num_labels)
     if predictions_path:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -59,11 +59,20 @@ class TokenStore:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
+# Evaluation batches are sorted by length in spans of this many batches (then put back in order).
+EVAL_BUCKET = 16
+
+
 class Batches:
     """Batches of a TokenStore, dynamically padded to their longest row, reshuffled every epoch.
 
     With `bucket` > 0, each run of `bucket` batches' worth of examples is sorted by length before it
-    is cut into batches (whose order is then shuffled): little padding, still random batches.
+    is cut into batches (whose order is then shuffled): little padding, still random batches. When
+    training on labelled examples, the sort is by length *within each label* (a row's rank among
+    its label's rows, as a share, jittered by a batch's worth): text length often goes with the
+    label, and a batch of only the shortest texts would be a batch of a few classes; this way each
+    batch holds the labels in their usual proportions. Without shuffling (evaluation) the sort is
+    by length alone; `in_store_order` puts results back in the store's order.
     With `pack`, the rows are filled with several examples each, up to `max_len` tokens ([CLS], then
     every example's tokens with its [SEP]), as RoBERTa packs its MLM data: fewer, fuller rows and
     next to no padding (for the external MLM batches; a row then mixes documents). With
@@ -100,13 +109,9 @@ class Batches:
         n = len(self.store)
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         if self.bucket:
-            lengths = self.store.lengths
             span = self.bucket * self.batch_size
             order = np.concatenate(
-                [
-                    c[np.argsort(-lengths[c], kind="stable")]
-                    for c in np.split(order, range(span, n, span))
-                ]
+                [self._by_length(c) for c in np.split(order, range(span, n, span))]
             )
         if self.pack:
             order = self._packed(order)
@@ -115,6 +120,19 @@ class Batches:
         if self.shuffle and self.bucket:
             plan = [plan[i] for i in self.rng.permutation(len(plan))]
         return plan
+
+    def _by_length(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` longest first; labelled rows in training by their length's rank within the label."""
+        lengths = self.store.lengths[rows]
+        if self.store.labels is None or not self.shuffle:
+            return rows[np.argsort(-lengths, kind="stable")]
+        labels = self.store.labels[rows]
+        key = np.empty(len(rows))
+        for label in np.unique(labels):
+            at = np.flatnonzero(labels == label)
+            key[at[np.argsort(-lengths[at], kind="stable")]] = (np.arange(len(at)) + 0.5) / len(at)
+        key += self.rng.uniform(0, self.batch_size / len(rows), len(rows))
+        return rows[np.argsort(key, kind="stable")]
 
     def _packed(self, order: np.ndarray) -> list[np.ndarray]:
         """`order` cut greedily into rows of at most max_len tokens (an example adds its length
@@ -139,6 +157,14 @@ class Batches:
         """One pass in the planned order, independent of next()'s position (for evaluation)."""
         for idx in self._plan_epoch():
             yield self.collate(idx)
+
+    def in_store_order(self, values: np.ndarray) -> np.ndarray:
+        """`values` (one row per example, in epoch()'s order; no shuffling) in the store's order."""
+        if self.shuffle:
+            raise ValueError("a shuffled epoch has no fixed order")
+        out = np.empty_like(values)
+        out[np.concatenate(self._plan_epoch())] = values
+        return out
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "plan": self.plan, "pos": self.pos}

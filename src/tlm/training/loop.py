@@ -147,7 +147,8 @@ def train_stage(
                 and dev is not None
                 and (last or (cfg.eval_steps and (step + 1) % cfg.eval_steps == 0))
             ):
-                predicted = predict_proba(model, dev.epoch(), device, dtype).argmax(-1)
+                probs = predict_proba(model, dev.epoch(), device, dtype)
+                predicted = dev.in_store_order(probs.argmax(-1))
                 scores = classification_metrics(
                     dev.store.labels, predicted, model.config.num_labels
                 )

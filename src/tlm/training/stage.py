@@ -23,7 +23,7 @@ from tlm.model import (
     reset_head,
 )
 from tlm.settings import StageSettings
-from tlm.tokens import Batches, TokenStore
+from tlm.tokens import EVAL_BUCKET, Batches, TokenStore
 from tlm.training.checkpoints import Checkpoints, fingerprint, save_checkpoint
 from tlm.training.ddp import Dist, check_gpu, launch
 from tlm.training.loop import StageData, train_stage
@@ -101,10 +101,10 @@ def _run_stage(
         sep_id=tokenizer.sep_token_id,
         pad_multiple=multiple,
     )
-    # Task batches are not length-bucketed: text length correlates with the label (a batch of only
-    # short texts is a batch of a few classes), which slows and biases the task loss.
-    task = Batches(train, cfg.batch_size, seed=seed, **special)
-    dev = Batches(TokenStore.load(tokens_dir / "dev"), 256, seed=seed, shuffle=False, **special)
+    # Task batches are length-bucketed within each label (tlm.tokens.Batches), dev by length alone.
+    task = Batches(train, cfg.batch_size, seed=seed, bucket=50, **special)
+    dev_store = TokenStore.load(tokens_dir / "dev")
+    dev = Batches(dev_store, 256, seed=seed, shuffle=False, bucket=EVAL_BUCKET, **special)
     external = (
         None
         if external_store is None
