@@ -120,7 +120,7 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
         hits = index.search(queries, k, threads=threads)
         seconds = time.perf_counter() - start
         terms, ptr = index.term_ids(queries)  # bm25s reads every posting of every query term
-        df = np.diff(index.scores["indptr"])
+        df = np.diff(index.retriever.scores["indptr"])
         distinct = sum(
             int(df[np.unique(terms[ptr[q] : ptr[q + 1]])].sum()) for q in range(len(queries))
         )  # ours: a repeat once
@@ -135,7 +135,7 @@ def step_search(work: Path, method: str, threads: int, n_queries: int, k: int) -
         if (
             threads == 1
         ):  # the ceiling of an exhaustive kernel: reading the postings, scoring nothing
-            sc = index.scores
+            sc = index.retriever.scores  # bm25s's CSC, decoded from the index
             read_postings(
                 terms[: ptr[min(50, len(queries))]], sc["data"], sc["indices"], sc["indptr"]
             )  # compile
@@ -269,7 +269,7 @@ def pruning_bounds(
       the bounds themselves).
     A repeated query term counts once, with its scores times its count (as the kernel reads it).
     """
-    sc = index.scores
+    sc = index.retriever.scores
     data, indices, indptr = (np.asarray(sc[key]) for key in ("data", "indices", "indptr"))
     df = np.diff(indptr)
     term_of = np.repeat(np.arange(len(df)), df)

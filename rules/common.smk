@@ -8,6 +8,7 @@ from pathlib import Path
 from tlm import __version__ as TLM_VERSION
 from tlm.config import pretrained_dir, run_settings
 from tlm.io import TLMInputError
+from tlm.retrieval import INDEX_LAYOUT
 from tlm.retrievers import RETRIEVERS
 from tlm.run_kinds import RUN_KINDS, runs_of_kind, starts_from
 

@@ -60,7 +60,7 @@ rule build_index:
     params:
         k1=config["bm25"]["k1"],
         b=config["bm25"]["b"],
-        layout=4,  # of the index files (4: the search kernel's forward index); a new one rebuilds older indexes
+        layout=INDEX_LAYOUT,  # of the index files (tlm.retrieval); a new one rebuilds older indexes
         tlm=TLM_VERSION,
     script:
         "../workflow/scripts/build_index.py"

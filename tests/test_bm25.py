@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from tlm.corpus import SHARD_SCHEMA
 from tlm.io import TLMInputError
+from tlm.retrieval import INDEX_LAYOUT
 from tlm.retrieval.analyzer import Analyzer
 from tlm.retrieval.index import build_shard_index, count_terms, merge_stats, quantize_impacts
-from tlm.retrieval.kernel import BLOCK
+from tlm.retrieval.kernel import BLOCK, KERNEL_LAYOUT
 from tlm.retrieval.merge import merge_topk
 from tlm.retrieval.search import ShardIndex, search_shard, top_k
 
@@ -79,10 +80,12 @@ def test_scores_match_reference_and_sharding_is_exact(tmp_path, demo_corpus_text
         assert ref[hits.doc_id].round(4).tolist() == ref[expected].round(4).tolist()
 
 
-def test_index_is_a_bm25s_index_with_bm25s_scores(tmp_path, demo_corpus_texts):
+def test_index_as_a_bm25s_index_gives_bm25s_scores(tmp_path, demo_corpus_texts):
+    """The exhaustive reference, the shard as bm25s's CSC decoded from the forward index, scores as
+    bm25s indexing the texts itself."""
     texts = demo_corpus_texts[:300]
     [index] = build(tmp_path, texts, 1, Analyzer(stopwords="none"))
-    ours = bm25s.BM25.load(index, mmap=True)
+    ours = ShardIndex(index).retriever
     theirs = bm25s.BM25(method="lucene")
     theirs.index(bm25s.tokenize(texts, stopwords=None, show_progress=False), show_progress=False)
     query = bm25s.tokenize(
@@ -200,10 +203,52 @@ def test_impacts_round_scores_up_by_less_than_one_unit():
 def test_an_index_of_an_older_layout_gets_a_clear_error(tmp_path, demo_corpus_texts):
     [index_dir] = build(tmp_path, demo_corpus_texts[:20], 1)
     meta = json.loads((index_dir / "global_stats.json").read_text())
-    meta["kernel_block"] = meta.pop("kernel")["block"]  # as the previous layout wrote it
-    (index_dir / "global_stats.json").write_text(json.dumps(meta))
-    with pytest.raises(TLMInputError, match="not a tlm index of this version.*Fix: rebuild"):
-        search_shard(index_dir, [["linux"]], 5)
+    kernel = meta.pop("kernel")
+    for older in (
+        {**meta, "kernel_block": kernel["block"]},  # as layout 3 wrote it
+        {**meta, "kernel": {key: v for key, v in kernel.items() if key != "format"}},  # layout 4
+        {**meta, "kernel": {**kernel, "format": INDEX_LAYOUT + 1}},
+    ):
+        (index_dir / "global_stats.json").write_text(json.dumps(older))
+        with pytest.raises(
+            TLMInputError,
+            match=r"global_stats.json: not a tlm index of this version.*Fix: rebuild.*"
+            "--forcerun build_index",
+        ):
+            search_shard(index_dir, [["linux"]], 5)
+
+
+def test_forward_index_escapes_large_term_gaps_and_frequencies(tmp_path):
+    """Term ids 65,535 or more apart within a document, term frequencies of 256 or more and a
+    document longer than 65,535 words (its length no uint16): escaped or widened, still exact."""
+    rng = np.random.default_rng(0)
+    rare = [f"r{i}" for i in range(80_000)]  # each in one document: ids past 65,535 by df
+    texts = [
+        " ".join(["common"] * int(rng.integers(1, 4)) + rare[i : i + 40])
+        for i in range(0, len(rare), 40)
+    ]
+    texts[3] += " often" * 300  # tf 300: one byte holds no more than 255
+    texts[7] += " often" * 255 + " huge" * 70_000  # tf 255 (no escape) and 70,000; length > 65,535
+    texts[9] += " common" * 256
+    [index_dir] = build(tmp_path, texts, 1, Analyzer(stopwords="none"))
+    index = ShardIndex(index_dir)
+    layout = dict(zip(KERNEL_LAYOUT, index.layout))
+    assert len(layout["term_escape_at"]) > 100 and len(layout["tf_escape_at"]) == 3
+    assert layout["doc_len"].dtype == np.uint32 and layout["doc_terms"].dtype == np.uint16
+    queries = [
+        ["often"],
+        ["huge", "often", "common"],
+        ["common", "r79999", "r40", "r41", "r65536", "often"],
+        [rare[i] for i in rng.choice(len(rare), 50)] + ["common", "often"],
+    ]
+    reference = index.search_exhaustive(queries, 5)
+    pd.testing.assert_frame_equal(index.search(queries, 5), reference)
+    docs = [t.split() for t in texts]
+    for qid, query in enumerate(queries):
+        ref = reference_bm25(docs, query)
+        hits = reference[reference.query_id == qid]
+        np.testing.assert_allclose(hits.score, ref[hits.doc_id], rtol=1e-5)
+    assert reference[reference.query_id == 0].doc_id.tolist() == [3, 7]
 
 
 def test_ties_break_by_lower_doc_id():

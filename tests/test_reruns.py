@@ -2,11 +2,14 @@
 at a time, and `snakemake -n` must plan exactly the jobs (rule and wildcards) that the change affects."""
 
 import copy
+import json
 import re
 
 import pytest
 import yaml
 from conftest import smk, tiny_config, write_config
+
+from tlm.retrieval import INDEX_LAYOUT
 
 SHARDS = ("00000", "00001", "00002")  # tiny_config's 2,500 documents in shards of 900
 
@@ -136,6 +139,34 @@ def test_changing_bm25_k1_rebuilds_the_index_and_keeps_the_counts_and_baselines(
         *retrieval("b"),
         ("summarize",),
     }
+
+
+def test_a_new_index_layout_rebuilds_the_index_alone(experiment):
+    """An index built by a tlm of the previous layout (its recorded params say so) is rebuilt."""
+    tmp, cfg = experiment
+    records = {
+        f: f.read_text()
+        for f in (tmp / ".snakemake" / "metadata").iterdir()
+        if json.loads(f.read_text())["rule"] == "build_index"
+    }
+    assert len(records) == len(SHARDS)
+    try:
+        for f, text in records.items():
+            record = json.loads(text)
+            assert str(INDEX_LAYOUT) in record["params"]
+            record["params"] = [
+                str(INDEX_LAYOUT - 1) if p == str(INDEX_LAYOUT) else p for p in record["params"]
+            ]
+            f.write_text(json.dumps(record))
+        assert planned(tmp, cfg) == {
+            *(("build_index", f"shard={s}") for s in SHARDS),
+            *retrieval("a"),
+            *retrieval("b"),
+            ("summarize",),
+        }
+    finally:
+        for f, text in records.items():
+            f.write_text(text)
 
 
 def test_the_order_of_the_config_keys_plans_nothing(experiment):

@@ -19,9 +19,10 @@ can reach it: those postings (the common terms' many) are added without the test
 query repeats is read once, its impacts multiplied by its count (1.10-1.15x on the benchmark's
 queries, whose keywords repeat words). The candidates still above the final gate (typically k
 plus a few) are rescored exactly from their own terms (a forward index: each document's term
-ids and float32 scores, one contiguous read per candidate instead of a search in every query
-term's postings), added in query order as bm25s does, so the scores are bit-identical to its
-exhaustive ones and ties go to the lower doc id.
+ids, as 16-bit differences, and term frequencies, 3 bytes a posting, one contiguous read per
+candidate instead of a search in every query term's postings), each posting's float32 score
+computed by the same function (`bm25_score`) as the build's, added in query order as bm25s does,
+so the scores are bit-identical to its exhaustive ones and ties go to the lower doc id.
 Two details matter as much as the method (measured on the 1M-document benchmark): posting
 positions are unsigned, else numba adds a negative-index fix-up to every read (1.16x), and each
 term's next run is prefetched while the other terms' runs of the block are added (1.2x).
@@ -47,10 +48,13 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from tlm.retrieval import INDEX_LAYOUT
+
 BLOCK_BITS = 13
 BLOCK = 1 << BLOCK_BITS
 LONG_QUERY = 2**31 // 65536  # from this many terms on, a sum of 16-bit impacts could overflow int32
-# the files, in the kernel's argument order
+# the files, in the kernel's argument order (tlm.retrieval.index: save_kernel_layout and
+# save_forward_index say what each holds)
 KERNEL_LAYOUT = (
     "postings",
     "run_start",
@@ -59,14 +63,41 @@ KERNEL_LAYOUT = (
     "term_max",
     "doc_ptr",
     "doc_terms",
-    "doc_scores",
+    "doc_tf",
+    "doc_len",
+    "term_idf",
+    "term_escape_at",
+    "term_escape_id",
+    "tf_escape_at",
+    "tf_escape",
 )
-# in global_stats.json; an index of another format is refused
+# in global_stats.json; an index of another format is refused. "format" counts the layouts
+# (4: a bm25s index and a forward index of float32 scores; 5: no bm25s copy, a forward index of
+# term id differences and term frequencies, offsets in the narrowest type).
 KERNEL_FORMAT = {
+    "format": INDEX_LAYOUT,
     "postings": "uint32 offset << 16 | impact",
     "block": BLOCK,
     "files": list(KERNEL_LAYOUT),
 }
+
+
+@numba.njit(cache=True, nogil=True)
+def bm25_score(idf, tf, doc_len, k1, b, avg_doc_len):
+    """A posting's BM25 score (Lucene's, as bm25s), computed in float64 and rounded to float32: one
+    function for the index build and the kernel's rescoring, so their scores agree bit for bit."""
+    return np.float32(idf * tf / (tf + k1 * (1 - b + b * doc_len / avg_doc_len)))
+
+
+@numba.njit(cache=True, nogil=True)
+def posting_scores(idf, tf, doc_len, k1, b, avg_doc_len):
+    """`bm25_score` of every posting (arrays of its term's idf, its tf and its document's length)."""
+    out = np.empty(len(tf), np.float32)
+    for p in range(len(tf)):
+        out[p] = bm25_score(
+            np.float64(idf[p]), np.float64(tf[p]), np.float64(doc_len[p]), k1, b, avg_doc_len
+        )
+    return out
 
 
 @intrinsic
@@ -178,10 +209,11 @@ def _distinct(terms):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_query(terms, layout, num_docs, k, acc, cand_d, cand_u, hs, hd):
+def _search_query(terms, layout, bm25, num_docs, k, acc, cand_d, cand_u, hs, hd):
     """Top-k of one query into (hs, hd), best first; returns the number of hits.
 
-    `layout`: the index's arrays, in KERNEL_LAYOUT's order. `acc` (BLOCK sums) must be all zero
+    `layout`: the index's arrays, in KERNEL_LAYOUT's order; `bm25`: (k1, b, average document
+    length) of its scores. `acc` (BLOCK sums) must be all zero
     and is left so; `cand_u` has its dtype, int32 unless the query is so long (`LONG_QUERY` terms)
     that the sums could overflow it. The candidate arrays hold num_docs. (Growing them here
     instead made the whole kernel 6x slower: numba then reloads them in the loops.)
@@ -189,7 +221,7 @@ def _search_query(terms, layout, num_docs, k, acc, cand_d, cand_u, hs, hd):
     if len(terms) == 0 or k == 0:
         return 0
     n, gate = _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u)
-    return _rescore(terms, layout, k, n, gate, cand_d, cand_u, hs, hd)
+    return _rescore(terms, layout, bm25, k, n, gate, cand_d, cand_u, hs, hd)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -211,7 +243,8 @@ def _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u):
     distinct, count = _distinct(terms)
     nd = len(distinct)
     order = np.argsort(
-        run_start[term_runs[distinct]] - run_start[term_runs[distinct + 1]], kind="mergesort"
+        run_start[term_runs[distinct]].astype(np.int64) - run_start[term_runs[distinct + 1]],
+        kind="mergesort",
     )
     by_size = distinct[order]
     times = count[order]
@@ -267,11 +300,25 @@ def _candidates(terms, layout, num_docs, k, acc, cand_d, cand_u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _rescore(terms, layout, k, n, gate, cand_d, cand_u, hs, hd):
+def _rescore(terms, layout, bm25, k, n, gate, cand_d, cand_u, hs, hd):
     """The exact float32 scores of the candidates still above the gate, from their own terms (each
-    document's a contiguous read, prefetched for all of them first), added in query order as bm25s
-    does; the top k into (hs, hd), best first. Returns the number of hits."""
-    doc_ptr, doc_terms, doc_scores = layout[5], layout[6], layout[7]
+    document's a contiguous read, prefetched for all of them first: term id differences and term
+    frequencies, `bm25_score` of the query's terms), added in query order as bm25s does; the top k
+    into (hs, hd), best first. Returns the number of hits."""
+    doc_ptr, doc_terms, doc_tf, doc_len, term_idf = (
+        layout[5],
+        layout[6],
+        layout[7],
+        layout[8],
+        layout[9],
+    )
+    term_escape_at, term_escape_id, tf_escape_at, tf_escape = (
+        layout[10],
+        layout[11],
+        layout[12],
+        layout[13],
+    )
+    k1, b, avg_doc_len = bm25
     m = len(terms)
     kept = 0
     for j in range(n):
@@ -281,7 +328,7 @@ def _rescore(terms, layout, k, n, gate, cand_d, cand_u, hs, hd):
             kept += 1
     for j in range(kept):
         _prefetch(doc_terms, np.uintp(doc_ptr[cand_d[j]]))
-        _prefetch(doc_scores, np.uintp(doc_ptr[cand_d[j]]))
+        _prefetch(doc_tf, np.uintp(doc_ptr[cand_d[j]]))
     # the query's terms in a hash table (at most half full): a slot's term and first position in
     # the query; nxt: the term's next position (queries may repeat terms)
     mask = 1
@@ -299,11 +346,23 @@ def _rescore(terms, layout, k, n, gate, cand_d, cand_u, hs, hd):
     hits = 0
     for j in range(kept):
         d = cand_d[j]
+        t = np.int64(0)
         for p in range(np.uintp(doc_ptr[d]), np.uintp(doc_ptr[d + 1])):
-            h = _find_slot(slot_term, doc_terms[p], mask)
-            s = slot_pos[h] if slot_term[h] == doc_terms[p] else -1
+            step = doc_terms[p]
+            if step == 0xFFFF:  # a difference too large for 16 bits: the term id itself
+                t = term_escape_id[np.searchsorted(term_escape_at, p)]
+            else:
+                t += step
+            h = _find_slot(slot_term, t, mask)
+            if slot_term[h] != t:
+                continue
+            tf = np.float64(doc_tf[p])
+            if tf == 0:  # 256 or more
+                tf = np.float64(tf_escape[np.searchsorted(tf_escape_at, p)])
+            score = bm25_score(term_idf[t], tf, np.float64(doc_len[d]), k1, b, avg_doc_len)
+            s = slot_pos[h]
             while s >= 0:  # every position of the term in the query
-                score_at[s] = doc_scores[p]
+                score_at[s] = score
                 s = nxt[s]
         score = np.float32(0)
         for s in range(m):  # in query order; adding a 0 changes no float
@@ -318,9 +377,10 @@ def _rescore(terms, layout, k, n, gate, cand_d, cand_u, hs, hd):
 
 
 @numba.njit(cache=True, parallel=True)
-def search_batch(terms, ptr, layout, num_docs, k, workers):
+def search_batch(terms, ptr, layout, bm25, num_docs, k, workers):
     """Top-k (local doc index, score) of every query (its terms: terms[ptr[q]:ptr[q + 1]]), best
-    first, spread over `workers` threads; `layout`: the index's arrays in KERNEL_LAYOUT's order."""
+    first, spread over `workers` threads; `layout`: the index's arrays in KERNEL_LAYOUT's order,
+    `bm25`: (k1, b, average document length) of its scores."""
     nq = len(ptr) - 1
     docs = np.zeros((nq, k), np.int64)
     scores = np.zeros((nq, k), np.float32)
@@ -334,11 +394,20 @@ def search_batch(terms, ptr, layout, num_docs, k, workers):
         for q in range(w, nq, workers):  # interleaved, so long and short queries spread evenly
             query = terms[ptr[q] : ptr[q + 1]]
             if len(query) < LONG_QUERY:
-                n = _search_query(query, layout, num_docs, k, acc, cand_d, cand_u, hs, hd)
+                n = _search_query(query, layout, bm25, num_docs, k, acc, cand_d, cand_u, hs, hd)
             else:  # int32 sums could overflow: int64 ones, for this query only
                 wide = np.zeros(BLOCK, np.int64)
                 n = _search_query(
-                    query, layout, num_docs, k, wide, cand_d, np.empty(num_docs, np.int64), hs, hd
+                    query,
+                    layout,
+                    bm25,
+                    num_docs,
+                    k,
+                    wide,
+                    cand_d,
+                    np.empty(num_docs, np.int64),
+                    hs,
+                    hd,
                 )
             docs[q, :n] = hd[:n]
             scores[q, :n] = hs[:n]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cached_property
 from pathlib import Path
 
 import bm25s
@@ -38,27 +39,62 @@ class ShardIndex:
 
     def __init__(self, index_dir: str | Path):
         index_dir = Path(index_dir)
-        meta = (
-            read_json(index_dir / "global_stats.json")
-            if (index_dir / "global_stats.json").exists()
-            else {}
-        )
+        meta_file = index_dir / "global_stats.json"
+        meta = read_json(meta_file) if meta_file.exists() else {}
         if meta.get("kernel") != KERNEL_FORMAT:
+            found = (meta.get("kernel") or {}).get("format", "4 or older" if meta else "none")
             raise TLMInputError(
-                f"{index_dir}: not a tlm index of this version (its search-kernel files are missing or of another format). "
-                "Fix: rebuild it with tlm (rule build_index)."
+                f"{meta_file}: not a tlm index of this version (index layout {found}; this tlm "
+                f"reads layout {KERNEL_FORMAT['format']}). Fix: rebuild it with tlm: "
+                "`snakemake --forcerun build_index` (a workflow reruns build_index by itself "
+                "when the layout changes, as it is one of the rule's params)."
             )
         self.layout = tuple(
             np.load(index_dir / f"{name}.npy", mmap_mode="r") for name in KERNEL_LAYOUT
         )
-        self.retriever = bm25s.BM25.load(index_dir, mmap=True, load_corpus=False)
-        self.vocab = self.retriever.vocab_dict
-        self.scores = self.retriever.scores
+        self.bm25 = (float(meta["k1"]), float(meta["b"]), float(meta["avg_doc_len"]))
+        self.vocab = {term: i for i, term in enumerate(read_json(index_dir / "vocab.json"))}
         self.doc_ids = np.load(index_dir / "doc_ids.npy", mmap_mode="r")
+
+    @cached_property
+    def retriever(self) -> bm25s.BM25:
+        """The shard as a bm25s index in memory (bm25s's CSC of float32 scores, decoded from the
+        forward index with numpy, independently of the kernel): the exhaustive reference."""
+        layout = dict(zip(KERNEL_LAYOUT, self.layout))
+        ptr = np.asarray(layout["doc_ptr"], np.int64)
+        value = np.asarray(layout["doc_terms"], np.int64)
+        value[layout["term_escape_at"]] = layout["term_escape_id"]
+        # a document's first term and an escaped one are term ids, the others differences
+        reset = np.zeros(len(value), bool)
+        reset[ptr[:-1][ptr[:-1] < ptr[1:]]] = True
+        reset[layout["term_escape_at"]] = True
+        at = np.flatnonzero(reset)
+        run = np.cumsum(reset) - 1
+        steps = np.cumsum(np.where(reset, 0, value))
+        term = value[at][run] + steps - steps[at][run]
+        tf = np.asarray(layout["doc_tf"], np.float64)
+        tf[layout["tf_escape_at"]] = layout["tf_escape"]
+        doc = np.repeat(np.arange(self.num_docs), np.diff(ptr))
+        k1, b, avg_doc_len = self.bm25
+        doc_len = np.asarray(layout["doc_len"], np.float64)[doc]
+        scores = layout["term_idf"][term] * tf / (tf + k1 * (1 - b + b * doc_len / avg_doc_len))
+        order = np.argsort(term, kind="stable")
+        retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
+        retriever.scores = {
+            "data": scores[order].astype(np.float32),
+            "indices": doc[order].astype(np.int32),
+            "indptr": np.concatenate(
+                [[0], np.cumsum(np.bincount(term, minlength=len(self.vocab)))]
+            ),
+            "num_docs": self.num_docs,
+        }
+        retriever.vocab_dict = self.vocab
+        retriever.nonoccurrence_array = None  # Lucene BM25 needs none
+        return retriever
 
     @property
     def num_docs(self) -> int:
-        return int(self.scores["num_docs"])
+        return len(self.doc_ids)
 
     def term_ids(self, queries: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Queries as one flat array of term ids plus offsets; unknown terms dropped, repeats kept (as bm25s)."""
@@ -88,7 +124,9 @@ class ShardIndex:
         start = time.perf_counter()
         for lo in range(0, len(queries), batch_size):
             terms, ptr = self.term_ids(queries[lo : lo + batch_size])
-            docs, scores, counts = search_batch(terms, ptr, self.layout, self.num_docs, k, threads)
+            docs, scores, counts = search_batch(
+                terms, ptr, self.layout, self.bm25, self.num_docs, k, threads
+            )
             rank = np.arange(1, k + 1, dtype=np.int32)
             hit = rank[None, :] <= counts[:, None]
             out_q.append(np.repeat(query_ids[lo : lo + batch_size], counts))
@@ -105,7 +143,8 @@ class ShardIndex:
         return _hits_frame(out_q, out_d, out_s, out_r)
 
     def search_exhaustive(self, queries: list[list[str]], k: int, query_ids=None) -> pd.DataFrame:
-        """The reference: score every document (bm25s's float32 sums, in query order), then `top_k`."""
+        """The reference: score every document (bm25s's float32 sums, in query order, of
+        `retriever`), then `top_k`."""
         query_ids = np.arange(len(queries)) if query_ids is None else np.asarray(query_ids)
         out_q, out_d, out_s, out_r = [], [], [], []
         for qid, tokens in zip(query_ids, queries):
