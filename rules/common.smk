@@ -9,6 +9,7 @@ from pathlib import Path
 from tlm import __version__ as TLM_VERSION
 from tlm.config import pretrained_dir, run_settings
 from tlm.corpus import group_parts
+from snakemake.io import is_flagged
 from tlm.io import TLMInputError, read_json
 from tlm.retrievers import CORPUS, RETRIEVERS
 from tlm.storage import constant_prefix, is_url, match_keys
@@ -103,6 +104,8 @@ def corpus_parts():
 def corpus_manifest():
     """The manifest of the shard_corpus checkpoint (known once it has run), read once a version."""
     path = checkpoints.shard_corpus.get().output.manifest
+    if not os.path.exists(path) and is_flagged(path, "storage_object"):  # results in storage
+        path.flags["storage_object"].retrieve_object()
     return read_manifest(path, os.path.getmtime(path))
 
 
