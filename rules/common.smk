@@ -252,7 +252,7 @@ def one_of(names):
 def plm_checkpoint(wildcards):
     """The local pretrained checkpoint directory run {run} starts from."""
     try:
-        return str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"]))
+        return data_input(str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"])))
     except TLMInputError as e:
         raise WorkflowError(str(e).replace("runs.*.", f"runs.{wildcards.run}.")) from None
 
