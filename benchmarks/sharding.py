@@ -29,7 +29,7 @@ from scale import make_corpus
 ROOT = Path(__file__).resolve().parents[1]
 OLD = "69f6587"  # main before issue 31: shard_corpus was one sequential job
 PEAK = 'print(json.dumps(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024))'
-SHARD_SIZE = 100_000
+SHARD_SIZE = 1_000_000  # corpus.shard_size's default
 
 
 def job(code: str, pythonpath: Path, *args) -> float:
