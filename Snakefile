@@ -43,7 +43,14 @@ container: str(Path(workflow.basedir) / "tlm.sif")
 # BM25 index, keyed by their inputs' checksums, scripts, params and software, are built once for
 # every workflow (task, user) on the same corpus. A result taken from the cache has no benchmark.
 CACHING = workflow.workflow_settings.cache is not None
-CACHED_RULES = ("shard_corpus", "count_terms", "corpus_stats", "build_index")
+CACHED_RULES = (
+    "shard_part",
+    "shard_corpus",
+    "write_shard",
+    "count_terms",
+    "corpus_stats",
+    "build_index",
+)
 
 
 # Snakemake has read the config files already, keeping the last of a key given twice; they are read

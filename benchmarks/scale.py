@@ -38,6 +38,8 @@ import pyarrow.parquet as pq
 import yaml
 from common import SENTENCE_END, cpu_name, demo_sentences
 
+from tlm.corpus.shards import part_name
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -165,14 +167,23 @@ def dag_seconds(work: Path, shards: int = 1000, tasks: int = 3) -> float:
     """Wall time of `snakemake -n` for a corpus of `shards` shards and `tasks` tasks (shard files
     faked: the DAG is what is timed)."""
     dag = work / f"dag-{shards}"
-    (dag / "results/corpus").mkdir(parents=True, exist_ok=True)
+    corpus = str(DEMO / "corpus" / "part-000.parquet")
+    part = part_name([corpus])
+    (dag / "results/corpus/parts" / part).mkdir(parents=True, exist_ok=True)
     table = pa.table({"doc_id": pa.array([0], pa.int64()), "text": ["x"]})
     for i in range(shards):
         pq.write_table(table, dag / f"results/corpus/shard-{i:05d}.parquet")
-    (dag / "results/corpus/manifest.json").write_text(json.dumps({"documents": shards}))
+    plan = [
+        {"part": part, "rows": [i, i + 1], "first_id": i, "documents": 1, "dropped": ""}
+        for i in range(shards)
+    ]
+    (dag / "results/corpus/manifest.json").write_text(
+        json.dumps({"documents": shards, "shards": shards, "shard_plan": plan})
+    )
+    (dag / "results/corpus/dropped.npz").write_bytes(b"")
     task = {s: str(DEMO / "task" / f"{s}.parquet") for s in ("train", "dev", "test")}
     cfg = {
-        "corpus": {"paths": [str(DEMO / "corpus" / "part-000.parquet")]},
+        "corpus": {"paths": [corpus]},
         "tasks": {f"t{i}": dict(task) for i in range(tasks)},
         "seeds": [0],
         "runs": {"tlm": {"external": "bm25"}},
@@ -188,8 +199,8 @@ def dag_seconds(work: Path, shards: int = 1000, tasks: int = 3) -> float:
         "2",
     ]
     subprocess.run(
-        [*base, "--touch", "results/corpus"], capture_output=True, check=True
-    )  # the checkpoint is done
+        [*base, "--touch", "results/corpus/manifest.json"], capture_output=True, check=True
+    )  # the checkpoint is done (its shards are there)
     start = time.perf_counter()
     out = subprocess.run([*base, "-n"], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - start

@@ -1,5 +1,6 @@
 # Wiring only: config access, input functions and path helpers for the rules.
 
+import functools
 import glob
 import os
 import re
@@ -7,9 +8,12 @@ from pathlib import Path
 
 from tlm import __version__ as TLM_VERSION
 from tlm.config import pretrained_dir, run_settings
-from tlm.io import TLMInputError
+from tlm.corpus import group_parts
+from snakemake.io import is_flagged
+from tlm.io import TLMInputError, read_json
 from tlm.retrieval import INDEX_LAYOUT
-from tlm.retrievers import RETRIEVERS
+from tlm.retrievers import CORPUS, RETRIEVERS
+from tlm.storage import constant_prefix, is_url, match_keys
 from tlm.run_kinds import RUN_KINDS, runs_of_kind, starts_from
 
 TASKS = list(config["tasks"])
@@ -27,6 +31,7 @@ wildcard_constraints:
     task="[^/]+",
     run="[^/]+",
     shard=r"\d{5}",
+    part="[0-9a-f]{12}",
     source="|".join(
         ["train", "dev", "test"]
         + [
@@ -38,34 +43,91 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+@functools.cache
 def corpus_files():
-    files = []
+    """The corpus's files (path or URL -> bytes), in the order of corpus.paths, each glob sorted."""
+    files, seen = {}, {}
     for pattern in config["corpus"]["paths"]:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        missing = [m for m in matches if not Path(m).exists()]
-        if not matches or missing:
+        matches = storage_files(pattern) if is_url(pattern) else local_files(pattern)
+        if not matches:
             raise WorkflowError(
                 f"corpus.paths: {pattern!r} matches no file. Fix: point `corpus.paths` at your corpus "
-                "(relative paths start at the working directory)."
+                "(relative paths start at the working directory; s3://bucket/key for object storage)."
             )
-        files += matches
-    seen = {}
-    for f in files:  # a file read twice would count every document twice (or as duplicates)
-        if (real := os.path.realpath(f)) in seen:
-            raise WorkflowError(
-                f"corpus.paths: {f!r} is listed twice (also as {seen[real]!r}, directly or through a glob). "
-                "Fix: list each corpus file once."
-            )
-        seen[real] = f
+        for f in matches:  # a file read twice would count every document twice (or as duplicates)
+            if (real := f if is_url(f) else os.path.realpath(f)) in seen:
+                raise WorkflowError(
+                    f"corpus.paths: {f!r} is listed twice (also as {seen[real]!r}, directly or through a glob). "
+                    "Fix: list each corpus file once."
+                )
+            seen[real] = f
+        files.update(matches)
     return files
+
+
+def local_files(pattern):
+    matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    if any(not Path(m).is_file() for m in matches):
+        return {}
+    return {m: os.path.getsize(m) for m in matches}
+
+
+def storage_files(pattern):
+    """The objects a URL names (a glob over the keys of an s3:// bucket) with their sizes, listed
+    through Snakemake's storage plugin (its settings: --storage-s3-endpoint-url, ...)."""
+    obj = storage(pattern).flags["storage_object"]
+    bucket_url = pattern[: len(pattern) - len(obj.key)]
+    if not hasattr(obj.provider, "s3c"):
+        raise WorkflowError(
+            f"corpus.paths: {pattern!r}: only s3:// URLs are listed here. "
+            "Fix: give s3:// URLs, or copy the corpus to a local or s3 path."
+        )
+    listing = obj.provider.s3c.Bucket(obj.bucket).objects.filter(Prefix=constant_prefix(obj.key))
+    sizes = {o.key: o.size for o in listing}
+    return {bucket_url + key: sizes[key] for key in match_keys(obj.key, sizes)}
+
+
+def data_input(path):
+    """A path of the config as a rule's input: an object in storage (a URL), or a local file (also
+    when results go to a default storage provider)."""
+    if is_url(path):
+        return storage(path)
+    return local(path) if workflow.storage_settings.default_storage_provider else path
+
+
+@functools.cache
+def corpus_parts():
+    """The corpus's parts (name -> files, in order), one shard_part job each (tlm.corpus.group_parts)."""
+    files = corpus_files()
+    return group_parts(list(files), list(files.values()), config["corpus"]["part_mb"])
+
+
+def corpus_manifest():
+    """The manifest of the shard_corpus checkpoint (known once it has run), read once a version."""
+    path = checkpoints.shard_corpus.get().output.manifest
+    if not os.path.exists(path) and is_flagged(path, "storage_object"):  # results in storage
+        path.flags["storage_object"].retrieve_object()
+    return read_manifest(path, os.path.getmtime(path))
+
+
+@functools.cache
+def read_manifest(path, mtime):
+    return read_json(path)
 
 
 def shards(wildcards=None):
     """Shard ids, known once the shard_corpus checkpoint has run."""
-    corpus = checkpoints.shard_corpus.get().output[0]
-    return sorted(
-        p.name[len("shard-") : -len(".parquet")] for p in Path(corpus).glob("shard-*.parquet")
-    )
+    return [f"{i:05d}" for i in range(corpus_manifest()["shards"])]
+
+
+def shard_plan(shard):
+    """What shard {shard} holds: its part, rows, first id and a digest of the rows dropped."""
+    return corpus_manifest()["shard_plan"][int(shard)]
+
+
+def corpus_shards(wildcards=None):
+    """Every shard of the corpus (for rules that read documents from them)."""
+    return expand("results/corpus/shard-{shard}.parquet", shard=shards())
 
 
 def analyzer_params():
@@ -191,7 +253,7 @@ def one_of(names):
 def plm_checkpoint(wildcards):
     """The local pretrained checkpoint directory run {run} starts from."""
     try:
-        return str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"]))
+        return data_input(str(pretrained_dir(run_settings(config, wildcards.run, 0)["pretrained"])))
     except TLMInputError as e:
         raise WorkflowError(str(e).replace("runs.*.", f"runs.{wildcards.run}.")) from None
 

@@ -54,7 +54,7 @@ rule summarize:
             "results/metrics/{task}/{run}/seed{seed}.json", task=TASKS, run=RUNS, seed=SEEDS
         ),
         hygiene=expand("results/tasks/{task}/hygiene.json", task=TASKS),
-        corpus=["results/corpus"] if uses_corpus() else [],
+        corpus=[CORPUS] if uses_corpus() else [],
     output:
         md=report(
             "results/summary.md", caption="../report/summary.rst", category="Quality and cost"
@@ -118,7 +118,7 @@ rule retrieval_report:
         queries="results/retrieval/{task}/queries.parquet",
         topk="results/retrieval/{task}/topk.parquet",
         external="results/retrieval/{task}/external.parquet",
-        corpus="results/corpus",
+        corpus=CORPUS,
     output:
         report(
             "results/report/{task}/retrieval.html",

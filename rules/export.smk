@@ -10,7 +10,7 @@ rule package_model:
         train=task_split("train"),
         dev=task_split("dev"),
         test=task_split("test"),
-        corpus=lambda wc: ["results/corpus"] if retriever(wc).source else [],
+        corpus=lambda wc: [CORPUS] if retriever(wc).source else [],
     output:
         directory("results/models/{task}/{run}/seed{seed}/model"),
     log:
@@ -49,7 +49,7 @@ rule export_best:
 rule predict:
     input:
         model=lambda wc: trained_stages(wc)[-1],
-        files=lambda wc: predict_paths(wc.task),
+        files=lambda wc: [data_input(f) for f in predict_paths(wc.task)],
     output:
         "results/predictions/{task}/{run}/seed{seed}.parquet",
     log:

@@ -3,7 +3,7 @@
 
 rule count_terms:
     input:
-        "results/corpus",
+        "results/corpus/shard-{shard}.parquet",
     output:
         directory("results/index/counts/shard-{shard}"),
     log:
@@ -17,7 +17,6 @@ rule count_terms:
     resources:
         mem_mb=4000,
     params:
-        shard="results/corpus/shard-{shard}.parquet",
         analyzer=analyzer_params(),
         tlm=TLM_VERSION,  # a new release of the library rebuilds (and misses the cache of) older counts
     script:

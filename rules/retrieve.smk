@@ -77,6 +77,8 @@ for _retriever in RETRIEVERS.values():
             _retriever.rule
         input:
             **_retriever.inputs,
+            # the corpus's shards, where S is read from the corpus (fetched from storage with it)
+            shards=corpus_shards if CORPUS in _retriever.inputs.values() else [],
         output:
             f"results/retrieval/{{task}}/{_retriever.source}.parquet",
         log:

@@ -10,7 +10,7 @@ rule train_tokenizer:
             if config["tokenizer"]["path"] is None
             else []
         ),
-        local=config["tokenizer"]["path"] or [],
+        local=data_input(config["tokenizer"]["path"]) if config["tokenizer"]["path"] else [],
     output:
         directory("results/models/{task}/tokenizer"),
     log:

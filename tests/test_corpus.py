@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import python
 
-from tlm.corpus import SHARD_SCHEMA, SKIPS, passages, shard_corpus, shard_paths
+from tlm.corpus import SHARD_SCHEMA, SKIPS, group_parts, passages, shard_corpus, shard_paths
 from tlm.io import TLMInputError, read_json
+from tlm.storage import constant_prefix, is_url, match_keys
 
 
 def read_all(out):
@@ -253,3 +254,47 @@ def test_a_line_too_long_to_hold_is_streamed_into_passages(tmp_path):
     assert streamed["peak"] < whole["peak"] - 100, (
         f"streamed {streamed['peak']:.0f} MB vs whole {whole['peak']:.0f} MB"
     )
+
+
+def test_parts_give_the_ids_of_one_job_and_dedup_is_exact_across_parts(tmp_path):
+    """Files read as parts of their own (one job each in the workflow): the same documents and ids
+    as one part, a text repeated in a later file dropped there (its first occurrence kept), and
+    shards that never span two parts."""
+    texts = [f"doc {i}" for i in range(10)]
+    files = []
+    for name, chunk in (
+        ("a", texts[:4] + ["doc 1"]),
+        ("b", ["doc 2", *texts[4:7]]),
+        ("c", texts[7:]),
+    ):
+        files.append(str(tmp_path / f"{name}.txt"))
+        Path(files[-1]).write_text("".join(t + "\n" for t in chunk))
+    one = shard_corpus(files, tmp_path / "one", shard_size=3, dedup=True)
+    parts = shard_corpus(files, tmp_path / "parts", shard_size=3, dedup=True, part_mb=1e-9)
+    assert read_all(tmp_path / "parts").text.tolist() == read_all(tmp_path / "one").text.tolist()
+    assert (
+        read_all(tmp_path / "parts").doc_id.tolist() == list(range(10))
+        and texts == read_all(tmp_path / "parts").text.tolist()
+    )
+    assert one.skipped["duplicate"] == parts.skipped["duplicate"] == 2
+    assert parts.documents == one.documents == 10
+    manifest = read_json(tmp_path / "parts" / "manifest.json")
+    assert [p["staged"] for p in manifest["parts"]] == [4, 4, 3]  # "doc 1" dropped within a
+    assert [pq.read_metadata(p).num_rows for p in shard_paths(tmp_path / "parts")] == [3, 1, 3, 3]
+    assert [s["first_id"] for s in manifest["shard_plan"]] == [0, 3, 4, 7]
+
+
+def test_group_parts_by_bytes_and_names_kept_when_files_are_added():
+    files, sizes = ["a", "b", "c", "d"], [3 << 20, 1 << 20, 1 << 20, 5 << 20]
+    parts = group_parts(files, sizes, part_mb=2)
+    assert list(parts.values()) == [["a"], ["b", "c"], ["d"]]
+    more = group_parts([*files, "e"], [*sizes, 1], part_mb=2)
+    assert list(more.items())[:3] == list(parts.items()) and list(more.values())[3] == ["e"]
+
+
+def test_globs_over_storage_keys_stay_within_a_folder():
+    keys = ["c/a.jsonl.gz", "c/b.jsonl.gz", "c/sub/x.jsonl.gz", "c/a.txt", "d/a.jsonl.gz"]
+    assert match_keys("c/*.jsonl.gz", keys) == ["c/a.jsonl.gz", "c/b.jsonl.gz"]
+    assert match_keys("c/*/*.jsonl.gz", keys) == ["c/sub/x.jsonl.gz"]
+    assert match_keys("c/a.txt", keys) == ["c/a.txt"] and constant_prefix("c/s*/x") == "c/s"
+    assert is_url("s3://bucket/c/a.txt") and not is_url("/data/c.txt")

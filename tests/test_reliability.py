@@ -94,7 +94,9 @@ FAULT_PYTHONPATH = os.pathsep.join(
     filter(None, [str(ROOT / "tests" / "fault_kill"), str(ROOT / "src"), os.getenv("PYTHONPATH")])
 )
 FAULTS = [
+    ("shard_part", 1),
     ("shard_corpus", 1),
+    ("write_shard", 1),
     ("count_terms", 1),
     ("build_index", 1),
     ("retrieve", 1),

@@ -5,13 +5,18 @@ import copy
 import json
 import re
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import smk, tiny_config, write_config
 
+from tlm.corpus.shards import part_name
+from tlm.io import read_json
 from tlm.retrieval import INDEX_LAYOUT
 
-SHARDS = ("00000", "00001", "00002")  # tiny_config's 2,500 documents in shards of 900
+# tiny_config's 2,500 documents in shards of 900, each file a part: a.parquet's 2,000 in shards
+# 00000-00002, b.jsonl.gz's 500 in 00003
+SHARDS = ("00000", "00001", "00002", "00003")
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +29,7 @@ def finished(tmp_path_factory):
     del demo["predict"]
     cfg["tasks"] = {"a": demo, "b": {**demo, "query_mode": "raw", "top_k": 3}}
     cfg["runs"] = {"tlm": cfg["runs"]["tlm"], "tfidf": cfg["runs"]["tfidf"]}
+    cfg["corpus"]["part_mb"] = 1e-6  # a part per file (each read by a job of its own)
     write_config(tmp, cfg)
     smk(tmp)
     assert "Nothing to be done" in smk(tmp, "-n").stdout
@@ -45,10 +51,10 @@ def planned(tmp, cfg) -> set[tuple]:
     return {tuple(job) for job in jobs if job[0] != "all"}
 
 
-def retrieval(task):
+def retrieval(task, shards=SHARDS):
     """The jobs from a task's retrieval to its summary (every shard searched again)."""
     return {
-        *(("retrieve", f"task={task}", f"shard={s}") for s in SHARDS),
+        *(("retrieve", f"task={task}", f"shard={s}") for s in shards),
         ("merge_topk", f"task={task}"),
         ("select_external", f"task={task}"),
         ("retrieval_report", f"task={task}"),
@@ -172,3 +178,37 @@ def test_a_new_index_layout_rebuilds_the_index_alone(experiment):
 def test_the_order_of_the_config_keys_plans_nothing(experiment):
     tmp, cfg = experiment
     assert planned(tmp, yaml.safe_load(yaml.safe_dump(cfg, sort_keys=True))) == set()
+
+
+def test_adding_a_corpus_file_reads_that_file_alone(experiment):
+    """Last (it changes the experiment's corpus): a new file is one new part; only it is read, the
+    checkpoint assigns the ids again, and only the new shard is written and counted, while every
+    index (new global statistics) and everything after retrieval reruns."""
+    tmp, cfg = experiment
+    texts = pd.read_parquet(tmp / "corpus" / "a.parquet").text
+    texts = texts[texts.str.len() < 5000]  # each one document (not cut into passages)
+    # 150 new documents and one already in a.parquet (a duplicate, dropped)
+    new = [f"{text} (again)" for text in texts.iloc[:150]] + [texts.iloc[0]]
+    old = read_json(tmp / "results/corpus/manifest.json")
+    (tmp / "corpus" / "c.txt").write_text("".join(" ".join(t.split()) + "\n" for t in new))
+    cfg["corpus"]["paths"].append("corpus/c.txt")
+    new_part = part_name(["corpus/c.txt"])
+    before = planned(tmp, cfg)
+    assert {job for job in before if job[0] in ("shard_part", "shard_corpus")} == {
+        ("shard_part", f"part={new_part}"),
+        ("shard_corpus",),
+    }
+    smk(tmp, "results/corpus/manifest.json")  # the checkpoint: the shards' plan is now known
+    manifest = read_json(tmp / "results/corpus/manifest.json")
+    assert manifest["shards"] == 5 and manifest["documents"] == old["documents"] + 150
+    assert manifest["skipped"]["duplicate"] == old["skipped"]["duplicate"] + 1
+    shards = (*SHARDS, "00004")
+    assert planned(tmp, cfg) == {
+        ("write_shard", "shard=00004"),
+        ("count_terms", "shard=00004"),
+        ("corpus_stats",),
+        *(("build_index", f"shard={s}") for s in shards),
+        *retrieval("a", shards),
+        *retrieval("b", shards),
+        ("summarize",),
+    }

@@ -9,10 +9,13 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pandas is not imported for it: a corpus job's start-up stays short
+    import pandas as pd
 
 
 class TLMInputError(Exception):

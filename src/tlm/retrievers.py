@@ -51,7 +51,7 @@ class Retriever:
         return f"select_{self.source}" if self.select is not None else None
 
 
-CORPUS = "results/corpus"
+CORPUS = "results/corpus/manifest.json"  # with its shards (rules/retrieve.smk)
 RETRIEVERS: dict[str, Retriever] = {}
 
 

@@ -4,6 +4,8 @@ written as they are read: memory holds the wanted ids (12 bytes a hit), never S'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,13 +38,16 @@ def select_random(num_docs: int, corpus_dir, out_path, seed: int) -> tuple[int, 
 
 
 def select_bm25(inputs, out, params) -> tuple[int, int]:
-    return select_external(inputs["topk"], inputs["corpus"], out)
+    return select_external(inputs["topk"], Path(inputs["corpus"]).parent, out)
 
 
 def select_random_like(inputs, out, params) -> tuple[int, int]:
     """As many random documents as the bm25 S holds."""
     return select_random(
-        pq.read_metadata(inputs["external"]).num_rows, inputs["corpus"], out, params["seed"]
+        pq.read_metadata(inputs["external"]).num_rows,
+        Path(inputs["corpus"]).parent,
+        out,
+        params["seed"],
     )
 
 

@@ -4,9 +4,7 @@ from tlm.smk import run
 
 
 def main(smk):
-    count_terms(
-        smk.params.shard, Analyzer(**smk.params.analyzer), smk.output[0], processes=smk.threads
-    )
+    count_terms(smk.input[0], Analyzer(**smk.params.analyzer), smk.output[0], processes=smk.threads)
 
 
 run(main, snakemake)  # noqa: F821

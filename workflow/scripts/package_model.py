@@ -15,7 +15,7 @@ def main(smk):
     if smk.input.corpus:
         info["corpus"] = {
             **info["corpus"],
-            "documents": read_json(f"{smk.input.corpus[0]}/manifest.json")["documents"],
+            "documents": read_json(smk.input.corpus[0])["documents"],
         }
     info["version"] = workflow_version()
     info["flag"] = model_flag(smk.input.metrics, smk.input.baselines)

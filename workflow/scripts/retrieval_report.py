@@ -12,7 +12,7 @@ def main(smk):
         i.queries,
         i.topk,
         i.external,
-        f"{i.corpus}/manifest.json",
+        i.corpus,
         smk.output[0],
     )
     logging.getLogger("tlm").info("%s", stats)

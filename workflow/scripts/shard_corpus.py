@@ -1,19 +1,11 @@
-from tlm.corpus import shard_corpus
+from tlm.corpus import assign_ids
 from tlm.smk import run
 
 
 def main(smk):
-    p = smk.params
-    shard_corpus(
-        list(smk.input),
-        smk.output[0],
-        p.shard_size,
-        p.text_field,
-        p.dedup,
-        p.min_chars,
-        p.max_doc_chars,
-        p.long_docs,
-        p.max_bad_share,
+    parts = dict(zip(smk.params.parts, smk.input, strict=True))
+    assign_ids(
+        parts, smk.output.manifest, smk.output.dropped, smk.params.shard_size, smk.params.dedup
     )
 
 

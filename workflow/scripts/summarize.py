@@ -9,7 +9,7 @@ def main(smk):
         smk.output.md,
         smk.output.csv,
         hygiene,
-        f"{smk.input.corpus[0]}/manifest.json" if smk.input.corpus else None,
+        smk.input.corpus[0] if smk.input.corpus else None,
     )
 
 

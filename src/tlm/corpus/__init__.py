@@ -22,20 +22,33 @@ Real corpora are messy, and one bad line should not stop a run of millions (nor 
 
 The modules: `records` (formats, what counts as a document, passages, the counts of what was
 skipped and the check of a file's malformed share), `jsonscan` (the text field of a JSON line too
-long to hold, streamed), `reading` (`iter_texts`: one file's documents), `shards` (`shard_corpus`:
-the shards, ids and deduplication).
+long to hold, streamed), `reading` (`iter_texts`: one file's documents), `shards` (the parts, the global
+ids and deduplication, the shards: `shard_part`, `assign_ids`, `write_shard`, or `shard_corpus`
+for all three in one process).
 """
 
 from tlm.corpus.reading import iter_texts
 from tlm.corpus.records import SKIPS, CorpusCounts, passages
-from tlm.corpus.shards import SHARD_SCHEMA, shard_corpus, shard_paths
+from tlm.corpus.shards import (
+    SHARD_SCHEMA,
+    assign_ids,
+    group_parts,
+    shard_corpus,
+    shard_part,
+    shard_paths,
+    write_shard,
+)
 
 __all__ = [
     "SHARD_SCHEMA",
     "SKIPS",
     "CorpusCounts",
+    "assign_ids",
+    "group_parts",
     "iter_texts",
     "passages",
     "shard_corpus",
+    "shard_part",
     "shard_paths",
+    "write_shard",
 ]

@@ -1,23 +1,233 @@
 """The corpus cut into Parquet shards of global, dense, stable document ids, exact duplicates
-dropped on request (`shard_corpus`)."""
+dropped on request, in three steps that the workflow runs as jobs (rules/corpus.smk):
+
+1. `shard_part`, one job per part (consecutive input files grouped by bytes, `group_parts`): the
+   part's documents read and cleaned, in order, as LZ4-compressed Arrow batches (texts.arrow),
+   with dedup the 16-byte digest of each (hashes.npy; exact duplicates within the part dropped
+   here), and its counts (counts.json). The expensive step: parsing and cleaning the input.
+2. `assign_ids`, once (the checkpoint): the parts' digests, in (file order, position) order, keep
+   the first occurrence of every text across parts, so dedup is exact over the whole corpus; the
+   kept documents of each part get the next dense ids and are cut into shards of at most
+   shard_size (a shard never spans two parts); the counts merge into manifest.json, which also
+   holds the shards' plan, and the positions dropped as duplicates of earlier parts go to
+   dropped.npz. It reads 16 bytes a document, never a text.
+3. `write_shard`, one job per shard: its rows of its part, less the dropped, with their ids, as
+   zstd Parquet.
+
+The i-th kept document of the inputs (in the order given) gets doc_id i, however the files are
+grouped, so the same inputs always give the same ids. `shard_corpus` runs the three steps in one
+process (the library's one-call path).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict
+import os
+import shutil
+from dataclasses import asdict, fields
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tlm.corpus.reading import iter_texts
-from tlm.corpus.records import CorpusCounts
-from tlm.io import TLMInputError, atomic_path, write_json
+from tlm.corpus.records import SKIPS, CorpusCounts
+from tlm.io import TLMInputError, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 SHARD_SCHEMA = pa.schema([("doc_id", pa.int64()), ("text", pa.string())])
+STAGED_SCHEMA = pa.schema([("text", pa.string())])
+BATCH = 8192  # rows of a part's staged batches (the last one of a part may be shorter)
+PART_MB = 256  # corpus.part_mb's default
+
+
+def group_parts(files: list[str], sizes: list[int], part_mb: float = PART_MB) -> dict[str, list]:
+    """Parts of the corpus, one sharding job each: consecutive files (in the order given) grouped
+    until a part holds at least `part_mb` MB (a file that large is a part of its own), named by a
+    digest of their paths, so a part whose files are the same keeps its name (and its job's output)
+    when files are added elsewhere. Returned in the corpus's order."""
+    parts, group, size = {}, [], 0
+    for path, nbytes in zip(files, sizes, strict=True):
+        group.append(path)
+        size += nbytes
+        if size >= part_mb * 2**20:
+            parts[part_name(group)], group, size = group, [], 0
+    if group:
+        parts[part_name(group)] = group
+    return parts
+
+
+def part_name(files: list[str]) -> str:
+    return hashlib.blake2b("\n".join(map(str, files)).encode(), digest_size=6).hexdigest()
+
+
+def shard_part(
+    paths: list[str],
+    out_dir: str | Path,
+    text_field: str = "text",
+    dedup: bool = False,
+    min_chars: int = 1,
+    max_doc_chars: int = 10_000,
+    long_docs: str = "split",
+    max_bad_share: float = 0.01,
+) -> CorpusCounts:
+    """Read one part's files into `out_dir` (texts.arrow, hashes.npy, counts.json): documents
+    longer than `max_doc_chars` become passages (`long_docs`: split, or truncate to the first);
+    empty ones (whitespace-only or shorter than `min_chars`) and malformed records are skipped;
+    with `dedup`, exact duplicate texts within the part too (a set of 16-byte digests: ~50 bytes per
+    distinct document). Everything skipped is counted, by cause."""
+    counts = CorpusCounts()
+    seen: set[bytes] = set()
+    digests: list[bytes] = []
+    options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        tmp.mkdir()
+        with pa.ipc.new_file(tmp / "texts.arrow", STAGED_SCHEMA, options=options) as writer:
+            batch: list[str] = []
+            for path in paths:
+                for text in iter_texts(
+                    path,
+                    text_field,
+                    counts,
+                    max_doc_chars,
+                    max_bad_share,
+                    truncate=long_docs == "truncate",
+                ):
+                    if len(text) < max(min_chars, 1):
+                        counts.skipped["empty"] += 1
+                        continue
+                    if dedup:
+                        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+                        if digest in seen:
+                            counts.skipped["duplicate"] += 1
+                            continue
+                        seen.add(digest)
+                        digests.append(digest)
+                    batch.append(text)
+                    counts.documents += 1
+                    if len(batch) == BATCH:
+                        writer.write_batch(
+                            pa.record_batch([pa.array(batch, pa.string())], ["text"])
+                        )
+                        batch.clear()
+            if batch:
+                writer.write_batch(pa.record_batch([pa.array(batch, pa.string())], ["text"]))
+        np.save(tmp / "hashes.npy", np.frombuffer(b"".join(digests), np.uint64).reshape(-1, 2))
+        write_json({**asdict(counts), "files": list(map(str, paths))}, tmp / "counts.json")
+    log.info("part of %d files: %s", len(paths), asdict(counts))
+    return counts
+
+
+def assign_ids(
+    parts: dict[str, str | Path], manifest_path, dropped_path, shard_size: int, dedup: bool
+) -> dict:
+    """The global step over the parts (name -> directory, in the corpus's order): exact dedup
+    across parts (the first occurrence in (file order, position) order is kept), dense ids, the
+    shards' plan and the merged counts, written to `manifest_path` (returned) and `dropped_path`."""
+    counts = [read_json(Path(d) / "counts.json") for d in parts.values()]
+    staged = np.array([c["documents"] for c in counts], np.int64)
+    starts = np.concatenate([[0], np.cumsum(staged)])
+    drop = np.zeros(0, np.int64)
+    if dedup:  # the parts' digests sorted (stably: equal ones stay in corpus order); all but the first dropped
+        hashes = np.concatenate([np.load(Path(d) / "hashes.npy") for d in parts.values()])
+        order = np.lexsort((hashes[:, 1], hashes[:, 0]))
+        hashes = hashes[order]
+        repeat = np.flatnonzero((hashes[1:] == hashes[:-1]).all(axis=1)) + 1
+        drop = np.sort(order[repeat])
+        del hashes, order
+    dropped = {
+        name: drop[(drop >= starts[i]) & (drop < starts[i + 1])] - starts[i]
+        for i, name in enumerate(parts)
+    }
+    plan, first_id = [], 0
+    for name, n in zip(parts, staged, strict=True):
+        d = dropped[name]
+        kept = int(n) - len(d)
+        gaps = d - np.arange(len(d))  # the staged row of the j-th kept one: j + #gaps <= j
+        for lo in range(0, kept, shard_size):
+            hi = min(lo + shard_size, kept)
+            rows = [int(j + np.searchsorted(gaps, j, side="right")) for j in (lo, hi - 1)]
+            rows[1] += 1
+            inside = d[(d >= rows[0]) & (d < rows[1])]
+            plan.append(
+                {
+                    "part": name,
+                    "rows": rows,
+                    "first_id": first_id + lo,
+                    "documents": hi - lo,
+                    "dropped": hashlib.blake2b(inside.tobytes(), digest_size=8).hexdigest(),
+                }
+            )
+        first_id += kept
+    merged = CorpusCounts(
+        records=sum(c["records"] for c in counts),
+        documents=first_id,
+        long_documents=sum(c["long_documents"] for c in counts),
+        utf8_replaced=sum(c["utf8_replaced"] for c in counts),
+        shards=len(plan),
+        skipped={cause: sum(c["skipped"][cause] for c in counts) for cause in SKIPS},
+    )
+    merged.skipped["duplicate"] += len(drop)
+    files = [f for c in counts for f in c["files"]]
+    if merged.documents == 0:
+        skipped = (
+            ", ".join(f"{n} {cause.replace('_', ' ')}" for cause, n in merged.skipped.items() if n)
+            or "none"
+        )
+        raise TLMInputError(
+            f"{', '.join(files)}: the corpus has no non-empty documents (skipped: {skipped}). "
+            "Fix: point `corpus.paths` at files with text."
+        )
+    # np.savez given a name without .npz would add it
+    with atomic_path(dropped_path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **dropped)
+    manifest = {
+        **asdict(merged),
+        "parts": [
+            {"name": name, "files": c["files"], "staged": c["documents"]}
+            for name, c in zip(parts, counts, strict=True)
+        ],
+        "shard_plan": plan,
+    }
+    write_json(manifest, manifest_path)
+    log.info("corpus: %s", asdict(merged))
+    return manifest
+
+
+def write_shard(part_dir, dropped_path, entry: dict, out_path) -> None:
+    """Shard `entry` of the plan: its rows of its part's staged texts, less the dropped, with their
+    global ids, as zstd Parquet in batches (memory bounded by a batch)."""
+    start, stop = entry["rows"]
+    with np.load(dropped_path) as npz:
+        drops = npz[entry["part"]]
+    drops = drops[(drops >= start) & (drops < stop)]
+    next_id = entry["first_id"]
+    with (
+        pa.OSFile(str(Path(part_dir) / "texts.arrow")) as source,
+        atomic_path(out_path) as tmp,
+        pq.ParquetWriter(tmp, SHARD_SCHEMA, compression="zstd") as writer,
+    ):
+        reader = pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(use_threads=False))
+        for b in range(start // BATCH, -(-stop // BATCH)):
+            lo, hi = max(start - b * BATCH, 0), min(stop - b * BATCH, BATCH)
+            texts = reader.get_batch(b).column(0).slice(lo, hi - lo)
+            if len(drops):
+                texts = texts.filter(~np.isin(np.arange(b * BATCH + lo, b * BATCH + hi), drops))
+            ids = np.arange(next_id, next_id + len(texts), dtype=np.int64)
+            writer.write_table(pa.table({"doc_id": ids, "text": texts}, schema=SHARD_SCHEMA))
+            next_id += len(texts)
+    if next_id - entry["first_id"] != entry["documents"]:  # the part is not the one planned
+        raise TLMInputError(
+            f"{part_dir}: {next_id - entry['first_id']} documents for shard {out_path}, planned "
+            f"{entry['documents']}. Fix: delete results/corpus and run again."
+        )
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
 
 
 def shard_corpus(
@@ -30,83 +240,37 @@ def shard_corpus(
     max_doc_chars: int = 10_000,
     long_docs: str = "split",
     max_bad_share: float = 0.01,
+    part_mb: float = PART_MB,
 ) -> CorpusCounts:
-    """Stream `paths` into `out_dir`/shard-00000.parquet, ... of `shard_size` documents each.
-
-    Documents longer than `max_doc_chars` become passages (`long_docs`: split, or truncate to the
-    first); empty ones (whitespace-only or shorter than `min_chars`) and malformed records are
-    skipped; with `dedup`, exact duplicate texts too (a set of 16-byte digests: ~50 bytes per
-    distinct document). Everything skipped is counted, by cause, in `out_dir`/manifest.json.
-    """
-    counts = CorpusCounts()
-    seen: set[bytes] = set()
-    out_dir = Path(out_dir)
+    """The three steps in one process: `paths` into `out_dir`/shard-00000.parquet, ... and
+    manifest.json, the same shards as the workflow's jobs write (nothing is left under `out_dir`'s
+    name if a step fails)."""
+    sizes = [
+        os.path.getsize(p) if os.path.exists(p) else 0 for p in paths
+    ]  # missing: iter_texts says
     with atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir()
-        writer = None
-        buf_ids: list[int] = []
-        buf_texts: list[str] = []
-
-        def flush():
-            nonlocal writer
-            if buf_texts:
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        tmp / f"shard-{counts.shards:05d}.parquet", SHARD_SCHEMA, compression="zstd"
-                    )
-                writer.write_table(
-                    pa.table({"doc_id": buf_ids, "text": buf_texts}, schema=SHARD_SCHEMA)
-                )
-                buf_ids.clear()
-                buf_texts.clear()
-
-        for path in paths:
-            for text in iter_texts(
-                path,
+        parts = group_parts(paths, sizes, part_mb)
+        dirs = {name: tmp / "parts" / name for name in parts}
+        for name, files in parts.items():
+            shard_part(
+                files,
+                dirs[name],
                 text_field,
-                counts,
+                dedup,
+                min_chars,
                 max_doc_chars,
+                long_docs,
                 max_bad_share,
-                truncate=long_docs == "truncate",
-            ):
-                if len(text) < max(min_chars, 1):
-                    counts.skipped["empty"] += 1
-                    continue
-                if dedup:
-                    digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
-                    if digest in seen:
-                        counts.skipped["duplicate"] += 1
-                        continue
-                    seen.add(digest)
-                buf_ids.append(counts.documents)
-                buf_texts.append(text)
-                counts.documents += 1
-                if len(buf_texts) >= 8192:
-                    flush()
-                if counts.documents % shard_size == 0:
-                    flush()
-                    writer.close()
-                    writer = None
-                    counts.shards += 1
-        flush()
-        if writer is not None:
-            writer.close()
-            counts.shards += 1
-        if counts.documents == 0:
-            skipped = (
-                ", ".join(
-                    f"{n} {cause.replace('_', ' ')}" for cause, n in counts.skipped.items() if n
-                )
-                or "none"
             )
-            raise TLMInputError(
-                f"{', '.join(map(str, paths))}: the corpus has no non-empty documents (skipped: {skipped}). "
-                "Fix: point `corpus.paths` at files with text."
-            )
-        write_json(asdict(counts), tmp / "manifest.json")
-        log.info("corpus: %s", asdict(counts))
-    return counts
+        manifest = assign_ids(dirs, tmp / "manifest.json", tmp / "dropped.npz", shard_size, dedup)
+        for i, entry in enumerate(manifest["shard_plan"]):
+            write_shard(dirs[entry["part"]], tmp / "dropped.npz", entry, tmp / shard_name(i))
+        shutil.rmtree(tmp / "parts")
+    return CorpusCounts(**{f.name: manifest[f.name] for f in fields(CorpusCounts)})
 
 
 def shard_paths(corpus_dir: str | Path) -> list[Path]:
-    return sorted(Path(corpus_dir).glob("shard-*.parquet"))
+    """The corpus's shards, as its manifest lists them (stale files of an earlier corpus are not)."""
+    shards = read_json(Path(corpus_dir) / "manifest.json")["shards"]
+    return [Path(corpus_dir) / shard_name(i) for i in range(shards)]
