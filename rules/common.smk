@@ -9,7 +9,7 @@ from tlm import __version__ as TLM_VERSION
 from tlm.config import pretrained_dir, run_settings
 from tlm.io import TLMInputError
 from tlm.retrievers import RETRIEVERS
-from tlm.run_kinds import RUN_KINDS, runs_of_kind, starts_from
+from tlm.run_kinds import DEFAULT_PRETRAINED, RUN_KINDS, runs_of_kind, starts_from
 
 TASKS = list(config["tasks"])
 RUNS = list(config["runs"])
