@@ -247,3 +247,15 @@ def test_a_new_encoder_setting_embeds_again(dense_workflow, change):
     }
     assert embedding | dense_retrieval("dense") | dense_retrieval("hybrid") <= jobs
     assert not {j for j in jobs if j[0] in ("retrieve", "bm25_candidates", "count_terms")}
+
+
+def test_model_cards_say_what_dense_and_hybrid_s_are():
+    from test_model_card import card_text
+
+    assert (
+        "- external data S: the top-5 neighbours of each training example by the inner product of "
+        "L2-normalised sentence embeddings" in card_text(external="dense")
+    )
+    assert "the top-5 of each training example by BM25 and sentence embeddings together" in (
+        card_text(external="hybrid")
+    )
