@@ -4,23 +4,6 @@
 # encoder's settings are params of the embedding jobs: a new K searches again, never re-embeds.
 
 
-def dense_encoder():
-    """The settings the embeddings depend on (their jobs' params)."""
-    dense = config["dense"]
-    return {
-        "encoder": dense["encoder"] or DEFAULT_PRETRAINED,
-        "max_length": dense["max_length"],
-        "dtype": dense["dtype"],
-    }
-
-
-def dense_depth(wildcards):
-    """Hits per query of a dense list: the task's K (the dense retriever), or N (hybrid's list)."""
-    if wildcards.ranking == "hybrid":
-        return config["hybrid"]["candidates"]
-    return task_cfg(wildcards)["top_k"]
-
-
 rule embed_shard:
     input:
         "results/corpus",
