@@ -1,6 +1,7 @@
 # TLM: task-driven language modeling (Yao et al., ICML 2022) from a general corpus and a labelled task.
 # Stages: shard the corpus -> BM25 index per shard (global statistics) -> retrieve each task's
-# neighbours -> train a tokenizer -> stage 1 (MLM + task) -> stage 2 (task) -> evaluate -> summary.
+# neighbours (or embed the corpus per shard: dense / hybrid) -> train a tokenizer -> stage 1
+# (MLM + task) -> stage 2 (task) -> evaluate -> summary.
 
 import os
 import sys
@@ -72,6 +73,7 @@ include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/index.smk"
 include: "rules/retrieve.smk"
+include: "rules/dense.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"

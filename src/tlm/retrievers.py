@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tlm import select
+from tlm.retrieval import dense
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,47 @@ register(
         card=lambda f: (
             f"external data: {f['documents']} documents drawn at random from a corpus of {f['corpus_documents']} "
             "(the `random` ablation)"
+        ),
+    )
+)
+register(
+    Retriever(
+        "dense",
+        "the union of every training example's top-K neighbours by sentence-embedding similarity",
+        select.select_bm25,  # the same union of top-K lists, from the dense ones
+        {"topk": "results/retrieval/{task}/dense/dense-topk.parquet", "corpus": CORPUS},
+        ranked=True,
+        card=lambda f: (
+            f"external data S: the top-{f['k']} neighbours of each training example by the inner product "
+            f"of L2-normalised sentence embeddings (`dense.encoder`) in a general corpus of "
+            f"{f['corpus_documents']} documents ({f['corpus_paths']}): {f['documents']} documents, "
+            f"{f['megabytes']:.1f} MB"
+        ),
+    )
+)
+register(
+    Retriever(
+        "hybrid",
+        "the union of every training example's top-K by BM25 and sentence embeddings together",
+        dense.select_hybrid,
+        {
+            "bm25": "results/retrieval/{task}/hybrid/bm25-topk.parquet",
+            "dense": "results/retrieval/{task}/hybrid/dense-topk.parquet",
+            "queries": "results/retrieval/{task}/dense/queries.npy",
+            "embeddings": "results/dense/manifest.json",
+            "corpus": CORPUS,
+        },
+        params=lambda config: {
+            "top_k": lambda wc: config["tasks"][wc.task]["top_k"],
+            "fusion": config["hybrid"]["fusion"],
+            "rrf_k": config["hybrid"]["rrf_k"] if config["hybrid"]["fusion"] == "rrf" else None,
+        },
+        ranked=True,
+        card=lambda f: (
+            f"external data S: the top-{f['k']} of each training example by BM25 and sentence embeddings "
+            f"together (`hybrid.fusion`: BM25's candidates re-ranked by the embeddings, or both lists "
+            f"fused by reciprocal rank) in a general corpus of {f['corpus_documents']} documents "
+            f"({f['corpus_paths']}): {f['documents']} documents, {f['megabytes']:.1f} MB"
         ),
     )
 )

@@ -54,7 +54,11 @@ def select_random_like(inputs, out, params) -> tuple[int, int]:
 def best_ranks(topk_path) -> tuple[np.ndarray, np.ndarray]:
     """The documents of S (sorted ids) and the best rank each got for any query (12 bytes a hit)."""
     table = pq.read_table(topk_path, columns=["doc_id", "rank"])
-    d, r = table.column(0).to_numpy(), table.column(1).to_numpy()
+    return best_ranks_of(table.column(0).to_numpy(), table.column(1).to_numpy())
+
+
+def best_ranks_of(d: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of hits (doc id, rank), the distinct documents (sorted) and the lowest rank of each."""
     order = np.lexsort((r, d))
     d, r = d[order], r[order]
     first = np.r_[True, d[1:] != d[:-1]] if len(d) else np.zeros(0, bool)
