@@ -3,14 +3,16 @@ dropped on request, in three steps that the workflow runs as jobs (rules/corpus.
 
 1. `shard_part`, one job per part (consecutive input files grouped by bytes, `group_parts`): the
    part's documents read and cleaned, in order, as LZ4-compressed Arrow batches (texts.arrow),
-   with dedup the 16-byte digest of each (hashes.npy; exact duplicates within the part dropped
-   here), and its counts (counts.json). The expensive step: parsing and cleaning the input.
-2. `assign_ids`, once (the checkpoint): the parts' digests, in (file order, position) order, keep
-   the first occurrence of every text across parts, so dedup is exact over the whole corpus; the
+   with dedup the 16-byte digest of each, sorted (hashes.npy, rows.npy; exact duplicates within
+   the part dropped here), and its counts (counts.json). The expensive step: parsing and cleaning
+   the input.
+2. `assign_ids`, once (the checkpoint): the parts' sorted digests, read one range of digest values
+   at a time (peak memory ~11 bytes a document measured, against ~50 for one sort of them all), keep the first occurrence (in file
+   order, then position) of every text across parts, so dedup is exact over the whole corpus; the
    kept documents of each part get the next dense ids and are cut into shards of at most
    shard_size (a shard never spans two parts); the counts merge into manifest.json, which also
    holds the shards' plan, and the positions dropped as duplicates of earlier parts go to
-   dropped.npz. It reads 16 bytes a document, never a text.
+   dropped.npz. It reads 20 bytes a document, never a text.
 3. `write_shard`, one job per shard: its rows of its part, less the dropped, with their ids, as
    zstd Parquet.
 
@@ -42,6 +44,7 @@ SHARD_SCHEMA = pa.schema([("doc_id", pa.int64()), ("text", pa.string())])
 STAGED_SCHEMA = pa.schema([("text", pa.string())])
 BATCH = 8192  # rows of a part's staged batches (the last one of a part may be shorter)
 PART_MB = 256  # corpus.part_mb's default
+DEDUP_CHUNK = 2_000_000  # digests the global step holds at once
 
 
 def group_parts(files: list[str], sizes: list[int], part_mb: float = PART_MB) -> dict[str, list]:
@@ -115,10 +118,59 @@ def shard_part(
                         batch.clear()
             if batch:
                 writer.write_batch(pa.record_batch([pa.array(batch, pa.string())], ["text"]))
-        np.save(tmp / "hashes.npy", np.frombuffer(b"".join(digests), np.uint64).reshape(-1, 2))
+        save_digests(digests, tmp)
         write_json({**asdict(counts), "files": list(map(str, paths))}, tmp / "counts.json")
     log.info("part of %d files: %s", len(paths), asdict(counts))
     return counts
+
+
+def save_digests(digests: list[bytes], out_dir: Path) -> None:
+    """A part's digests sorted, as two uint64 words (hashes.npy, shape (2, n): each word's column
+    contiguous, so a range of digests is found by a binary search of the memory-mapped file), and
+    the staged row of each (rows.npy)."""
+    words = np.frombuffer(b"".join(digests), np.uint64).reshape(-1, 2)
+    order = np.lexsort((words[:, 1], words[:, 0]))
+    np.save(out_dir / "hashes.npy", np.ascontiguousarray(words[order].T))
+    np.save(out_dir / "rows.npy", order.astype(np.uint32 if len(order) < 2**32 else np.int64))
+
+
+def duplicates_across_parts(part_dirs: list[Path], chunk: int = DEDUP_CHUNK) -> list[np.ndarray]:
+    """For each part (in the corpus's order), the sorted staged rows whose text an earlier part
+    holds. The parts' sorted digests are read one range of digest values at a time (about `chunk`
+    digests of all parts together; each range's files mapped only while it is read), never every
+    digest of the corpus at once (benchmarks/dedup_step.py); a part holds each
+    text once (shard_part), so the first occurrence in corpus order is the one in the lowest part."""
+
+    def mapped(name: str) -> list[np.ndarray]:
+        return [np.load(Path(d) / name, mmap_mode="r") for d in part_dirs]
+
+    total = sum(w.shape[1] for w in mapped("hashes.npy"))
+    ranges = max(1, -(-total // chunk))
+    found: list[list[np.ndarray]] = [[] for _ in part_dirs]
+    start = np.zeros(len(part_dirs), np.int64)
+    for r in range(1, ranges + 1):
+        words = mapped("hashes.npy")
+        # digests whose first word is below the range's upper bound (the whole rest in the last)
+        stop = np.array(
+            [
+                w.shape[1] if r == ranges else np.searchsorted(w[0], np.uint64(r * 2**64 // ranges))
+                for w in words
+            ],
+            np.int64,
+        )
+        ranged = list(zip(words, mapped("rows.npy"), start, stop, strict=True))
+        first = np.concatenate([w[0, a:b] for w, _, a, b in ranged])
+        second = np.concatenate([w[1, a:b] for w, _, a, b in ranged])
+        row = np.concatenate([np.asarray(rw[a:b], np.int64) for _, rw, a, b in ranged])
+        del words, ranged
+        part = np.repeat(np.arange(len(part_dirs), dtype=np.int32), stop - start)
+        order = np.lexsort((part, second, first))
+        first, second = first[order], second[order]
+        repeat = order[np.flatnonzero((first[1:] == first[:-1]) & (second[1:] == second[:-1])) + 1]
+        for p in np.unique(part[repeat]):
+            found[p].append(row[repeat[part[repeat] == p]])
+        start = stop
+    return [np.sort(np.concatenate(f)) if f else np.zeros(0, np.int64) for f in found]
 
 
 def assign_ids(
@@ -129,19 +181,10 @@ def assign_ids(
     shards' plan and the merged counts, written to `manifest_path` (returned) and `dropped_path`."""
     counts = [read_json(Path(d) / "counts.json") for d in parts.values()]
     staged = np.array([c["documents"] for c in counts], np.int64)
-    starts = np.concatenate([[0], np.cumsum(staged)])
-    drop = np.zeros(0, np.int64)
-    if dedup:  # the parts' digests sorted (stably: equal ones stay in corpus order); all but the first dropped
-        hashes = np.concatenate([np.load(Path(d) / "hashes.npy") for d in parts.values()])
-        order = np.lexsort((hashes[:, 1], hashes[:, 0]))
-        hashes = hashes[order]
-        repeat = np.flatnonzero((hashes[1:] == hashes[:-1]).all(axis=1)) + 1
-        drop = np.sort(order[repeat])
-        del hashes, order
-    dropped = {
-        name: drop[(drop >= starts[i]) & (drop < starts[i + 1])] - starts[i]
-        for i, name in enumerate(parts)
-    }
+    if dedup:
+        dropped = dict(zip(parts, duplicates_across_parts(list(parts.values())), strict=True))
+    else:
+        dropped = {name: np.zeros(0, np.int64) for name in parts}
     plan, first_id = [], 0
     for name, n in zip(parts, staged, strict=True):
         d = dropped[name]
@@ -170,7 +213,7 @@ def assign_ids(
         shards=len(plan),
         skipped={cause: sum(c["skipped"][cause] for c in counts) for cause in SKIPS},
     )
-    merged.skipped["duplicate"] += len(drop)
+    merged.skipped["duplicate"] += sum(len(d) for d in dropped.values())
     files = [f for c in counts for f in c["files"]]
     if merged.documents == 0:
         skipped = (
