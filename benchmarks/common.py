@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import platform
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo"
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -21,6 +23,20 @@ def cpu_name() -> str:
         (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
         platform.processor(),
     )
+
+
+def snakemake_cmd(cores: int, *args: str) -> list[str]:
+    """The workflow's command line in this interpreter, with `cores`; `args` follow."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        str(cores),
+        *args,
+    ]
 
 
 def demo_sentences() -> tuple[np.ndarray, np.ndarray]:

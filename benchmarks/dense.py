@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from common import cpu_name
+from common import cpu_name, snakemake_cmd
 
 from tlm.io import read_json
 from tlm.retrieval.analyzer import Analyzer
@@ -65,18 +65,7 @@ def encoder_rate(threads: int, texts: list[str]) -> float:
 
 def snakemake(*targets: str) -> float:
     start = time.perf_counter()
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--cores",
-        "2",
-        *targets,
-        "--directory",
-        str(WORK),
-    ]
+    cmd = snakemake_cmd(2, *targets, "--directory", str(WORK))
     cmd += ["--configfile", str(ROOT / "config/config.yaml"), str(ROOT / "config/dense.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from common import snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"tlm": "bm25", "task_only": "none", "random": "random"}
@@ -56,16 +56,10 @@ def main() -> None:
     (ROOT / "results/bench/gpu_experiment_base.yaml").write_text(
         yaml.safe_dump(demo, sort_keys=False)
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
+    cmd = snakemake_cmd(
+        args.cores,
         "--directory",
         str(ROOT),
-        "--cores",
-        str(args.cores),
         "--resources",
         f"gpu={args.share}",
         "--configfile",
@@ -73,7 +67,7 @@ def main() -> None:
         str(runs_file),
         "results/summary.csv",
         "results/plots/debian_sections/quality_vs_flops.png",
-    ]
+    )
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     minutes = (time.perf_counter() - start) / 60

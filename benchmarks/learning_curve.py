@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "budgets"))
-from common import cpu_name  # noqa: E402
+from common import cpu_name, snakemake_cmd  # noqa: E402
 from table import runs as finished_runs  # noqa: E402
 
 from tlm.evaluate import markdown_table  # noqa: E402
@@ -169,15 +169,7 @@ def main() -> None:
     tasks = {t: tasks[t] for t in args.tasks or tasks}
     runs = yaml.safe_load(args.runs.read_text()) if args.runs else DEFAULT_RUNS
     config = build(tasks, args.sizes, runs, args.seeds, args.top_k)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--cores",
-        str(args.cores),
-    ]
+    cmd = snakemake_cmd(args.cores)
     cmd += [
         "--directory",
         str(OUT),
