@@ -43,7 +43,7 @@ from common import DEMO, cpu_name
 from tlm.metrics import DENSE_BF16_PEAK
 from tlm.model import PRESETS, TLMModel, TLMOutput, make_config
 from tlm.settings import StageConfig
-from tlm.tokens import Batches, TokenStore
+from tlm.tokens import TRAIN_BUCKET, Batches, TokenStore
 from tlm.training.loop import StageData, train_stage
 
 VOCAB = 30522
@@ -160,7 +160,9 @@ def measure(
     ):
         log = Path(tmp) / "log.csv"
         tok = Tokenizer()
-        external = Batches(store, batch, 0, 1, bucket=50, max_len=SEQ, sep_id=102, pack=pack)
+        external = Batches(
+            store, batch, 0, 1, bucket=TRAIN_BUCKET, max_len=SEQ, sep_id=102, pack=pack
+        )
         train_stage(
             model,
             stage,

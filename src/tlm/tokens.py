@@ -59,7 +59,9 @@ class TokenStore:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
-# Evaluation batches are sorted by length in spans of this many batches (then put back in order).
+# Training batches are sorted by length in spans of this many batches (then shuffled); evaluation
+# batches in spans of EVAL_BUCKET (then put back in order).
+TRAIN_BUCKET = 50
 EVAL_BUCKET = 16
 
 

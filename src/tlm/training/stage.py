@@ -23,7 +23,7 @@ from tlm.model import (
     reset_head,
 )
 from tlm.settings import StageSettings
-from tlm.tokens import EVAL_BUCKET, Batches, TokenStore
+from tlm.tokens import EVAL_BUCKET, TRAIN_BUCKET, Batches, TokenStore
 from tlm.training.checkpoints import Checkpoints, fingerprint, save_checkpoint
 from tlm.training.ddp import Dist, check_gpu, launch
 from tlm.training.loop import StageData, train_stage
@@ -102,9 +102,15 @@ def _run_stage(
         pad_multiple=multiple,
     )
     # Task batches are length-bucketed within each label (tlm.tokens.Batches), dev by length alone.
-    task = Batches(train, cfg.batch_size, seed=seed, bucket=50, **special)
-    dev_store = TokenStore.load(tokens_dir / "dev")
-    dev = Batches(dev_store, 256, seed=seed, shuffle=False, bucket=EVAL_BUCKET, **special)
+    task = Batches(train, cfg.batch_size, seed=seed, bucket=TRAIN_BUCKET, **special)
+    dev = Batches(
+        TokenStore.load(tokens_dir / "dev"),
+        256,
+        seed=seed,
+        shuffle=False,
+        bucket=EVAL_BUCKET,
+        **special,
+    )
     external = (
         None
         if external_store is None
@@ -112,7 +118,7 @@ def _run_stage(
             external_store,
             cfg.batch_size,
             seed=seed + 1,
-            bucket=50,
+            bucket=TRAIN_BUCKET,
             pack=cfg.pack_external,
             **special,
         )
