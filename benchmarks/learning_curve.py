@@ -78,6 +78,7 @@ def build(tasks: dict, sizes: list[str], runs: dict, seeds: list[int], top_k: in
                 entry["train"] = str(path)
             config["tasks"][name] = entry
     path = OUT / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
