@@ -126,7 +126,6 @@ def stage_table(work: Path, n_docs: int, n_queries: int) -> list[dict]:
             "stage": stage,
             "jobs": len(files),
             "job_seconds": sum(b.s for b in bench),
-            "cpu_seconds": sum(b.cpu_time for b in bench),
             "span_seconds": span,
             "max_rss_mb": max(b.max_rss for b in bench),
             "written_mb": sum(b.io_out for b in bench),
@@ -278,11 +277,11 @@ def main() -> None:
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; `snakemake --cores {args.cores}`, index_threads {args.cores}, "
         f"shards of {args.shard_size:,}. End to end (shard_part to select_external): **{wall / 60:.1f} min**.",
         "",
-        "| stage | jobs | wall s | job-seconds | CPU-seconds | largest peak RSS (MB) | written (MB) | throughput |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stage | jobs | wall s | job-seconds | largest peak RSS (MB) | written (MB) | throughput |",
+        "|---|---|---|---|---|---|---|",
         *(
             f"| {r['stage']} | {r['jobs']} | {r['span_seconds']:,.0f} | {r['job_seconds']:,.0f} | "
-            f"{r['cpu_seconds']:,.0f} | {r['max_rss_mb']:,.0f} | {r['written_mb']:,.0f} | "
+            f"{r['max_rss_mb']:,.0f} | {r['written_mb']:,.0f} | "
             f"{r.get('rate', '')} |"
             for r in rows
         ),
