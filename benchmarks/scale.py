@@ -1,6 +1,6 @@
 """The retrieval side of the real workflow at scale: 10^7 documents and 10^5 queries on one machine.
 
-    python benchmarks/scale.py [--docs 10000000] [--queries 100000] [--shard-size 1000000] [--cores 2]
+    python benchmarks/scale.py [--docs 10000000] [--files 100] [--queries 100000] [--shard-size 1000000] [--cores 2]
 
 1. A corpus of --docs documents as .jsonl.gz files (--files of them): each document is a run of
    real sentences drawn at random from the demo corpus (data/demo/corpus), as many as a demo
@@ -219,7 +219,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=10_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--shard-size", type=int, default=1_000_000)
-    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument(
