@@ -13,7 +13,7 @@ import pytest
 from conftest import python
 
 from tlm.corpus import SHARD_SCHEMA, SKIPS, group_parts, passages, shard_corpus, shard_paths
-from tlm.corpus.shards import duplicates_across_parts, save_digests
+from tlm.corpus.shards import NpyFile, duplicates_across_parts, save_digests
 from tlm.io import TLMInputError, read_json
 from tlm.storage import constant_prefix, is_url, match_keys
 
@@ -288,10 +288,12 @@ def test_parts_give_the_ids_of_one_job_and_dedup_is_exact_across_parts(tmp_path)
     assert [s["first_id"] for s in manifest["shard_plan"]] == [0, 3, 4, 7]
 
 
-def test_dedup_across_parts_range_by_range_equals_one_sort_of_every_digest(tmp_path):
+def test_dedup_across_parts_range_by_range_equals_one_sort_of_every_digest(tmp_path, monkeypatch):
     """The global step reads the parts' sorted digests one range of values at a time: with ranges
-    of a few digests (many ranges, some empty, duplicates in three parts, an empty part) it drops
-    exactly what one sort of all the digests would: every occurrence after the first in corpus order."""
+    of a few digests (many ranges, some empty, duplicates in three parts, an empty part) and the
+    ranges' bounds found a few digests at a time, it drops exactly what one sort of all the digests
+    would: every occurrence after the first in corpus order."""
+    monkeypatch.setattr(NpyFile, "BLOCK", 16)
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 2**63, size=(400, 2), dtype=np.uint64)
     pool[1::7, 0] = pool[::7, 0][: len(pool[1::7])]  # equal first words, different second words

@@ -7,7 +7,7 @@ dropped on request, in three steps that the workflow runs as jobs (rules/corpus.
    the part dropped here), and its counts (counts.json). The expensive step: parsing and cleaning
    the input.
 2. `assign_ids`, once (the checkpoint): the parts' sorted digests, read one range of digest values
-   at a time (peak memory ~11 bytes a document measured, against ~50 for one sort of them all), keep the first occurrence (in file
+   at a time (memory bounded by a range and the duplicates found), keep the first occurrence (in file
    order, then position) of every text across parts, so dedup is exact over the whole corpus; the
    kept documents of each part get the next dense ids and are cut into shards of at most
    shard_size (a shard never spans two parts); the counts merge into manifest.json, which also
@@ -137,40 +137,66 @@ def save_digests(digests: list[bytes], out_dir: Path) -> None:
 def duplicates_across_parts(part_dirs: list[Path], chunk: int = DEDUP_CHUNK) -> list[np.ndarray]:
     """For each part (in the corpus's order), the sorted staged rows whose text an earlier part
     holds. The parts' sorted digests are read one range of digest values at a time (about `chunk`
-    digests of all parts together; each range's files mapped only while it is read), never every
-    digest of the corpus at once (benchmarks/dedup_step.py); a part holds each
-    text once (shard_part), so the first occurrence in corpus order is the one in the lowest part."""
-
-    def mapped(name: str) -> list[np.ndarray]:
-        return [np.load(Path(d) / name, mmap_mode="r") for d in part_dirs]
-
-    total = sum(w.shape[1] for w in mapped("hashes.npy"))
-    ranges = max(1, -(-total // chunk))
+    digests of all parts together), never every digest of the corpus at once
+    (benchmarks/dedup_step.py). The files are read, not memory-mapped: the kernel maps a mapped
+    file's cached pages around each one touched, and they count as the job's memory (~10 bytes a
+    document, growing with the corpus, when they were). A part holds each text once (shard_part),
+    so the first occurrence in corpus order is the one in the lowest part."""
+    hashes = [NpyFile(Path(d) / "hashes.npy") for d in part_dirs]
+    rows = [NpyFile(Path(d) / "rows.npy") for d in part_dirs]
+    ranges = max(1, -(-sum(h.length for h in hashes) // chunk))
+    # bounds[p, r]: part p's digests whose first word is below range r's upper bound
+    upper = np.array([r * 2**64 // ranges for r in range(1, ranges)], np.uint64)
+    bounds = np.array([[*h.count_below(upper), h.length] for h in hashes], np.int64)
     found: list[list[np.ndarray]] = [[] for _ in part_dirs]
     start = np.zeros(len(part_dirs), np.int64)
-    for r in range(1, ranges + 1):
-        words = mapped("hashes.npy")
-        # digests whose first word is below the range's upper bound (the whole rest in the last)
-        stop = np.array(
-            [
-                w.shape[1] if r == ranges else np.searchsorted(w[0], np.uint64(r * 2**64 // ranges))
-                for w in words
-            ],
-            np.int64,
-        )
-        ranged = list(zip(words, mapped("rows.npy"), start, stop, strict=True))
-        first = np.concatenate([w[0, a:b] for w, _, a, b in ranged])
-        second = np.concatenate([w[1, a:b] for w, _, a, b in ranged])
-        row = np.concatenate([np.asarray(rw[a:b], np.int64) for _, rw, a, b in ranged])
-        del words, ranged
+    for stop in bounds.T:
+        spans = list(zip(start, stop, strict=True))
+        first = np.concatenate([h.read(a, b, 0) for h, (a, b) in zip(hashes, spans)])
+        second = np.concatenate([h.read(a, b, 1) for h, (a, b) in zip(hashes, spans)])
         part = np.repeat(np.arange(len(part_dirs), dtype=np.int32), stop - start)
         order = np.lexsort((part, second, first))
         first, second = first[order], second[order]
         repeat = order[np.flatnonzero((first[1:] == first[:-1]) & (second[1:] == second[:-1])) + 1]
+        offset = np.concatenate([[0], np.cumsum(stop - start)])
         for p in np.unique(part[repeat]):
-            found[p].append(row[repeat[part[repeat] == p]])
+            at = repeat[part[repeat] == p] - offset[p]
+            found[p].append(rows[p].read(start[p], stop[p])[at])
         start = stop
     return [np.sort(np.concatenate(f)) if f else np.zeros(0, np.int64) for f in found]
+
+
+class NpyFile:
+    """Slices of the rows of a saved C-ordered 1- or 2-d array, read from the file at each call."""
+
+    BLOCK = 1 << 20  # values of a row that count_below holds at once
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, self.dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or len(shape) > 2:
+            raise ValueError(f"{path}: a C-ordered 1- or 2-d array expected")
+        self.length = shape[-1]
+
+    def read(self, start: int, stop: int, row: int = 0) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + (row * self.length + int(start)) * self.dtype.itemsize)
+            return np.fromfile(f, self.dtype, count=int(stop) - int(start))
+
+    def count_below(self, values: np.ndarray, row: int = 0) -> np.ndarray:
+        """How many values of a sorted row are below each of `values` (one block at a time)."""
+        counts = np.zeros(len(values), np.int64)
+        for a in range(0, self.length, self.BLOCK):
+            counts += np.searchsorted(self.read(a, min(a + self.BLOCK, self.length), row), values)
+        return counts
 
 
 def assign_ids(
@@ -201,7 +227,9 @@ def assign_ids(
                     "rows": rows,
                     "first_id": first_id + lo,
                     "documents": hi - lo,
-                    "dropped": hashlib.blake2b(inside.tobytes(), digest_size=8).hexdigest(),
+                    "dropped": hashlib.blake2b(
+                        inside.astype(np.int64).tobytes(), digest_size=8
+                    ).hexdigest(),
                 }
             )
         first_id += kept
