@@ -110,7 +110,7 @@ def table(c: pd.DataFrame) -> str:
                 "run": run,
                 "seeds": int(r.seeds),
                 "test macro-F1": f"{r.f1:.1f} ± {0 if pd.isna(r.sd) else r.sd:.1f}",
-                "of tfidf": f"{r.f1 / ref:.0%}",
+                "of tfidf": "-" if pd.isna(ref) else f"{r.f1 / ref:.0%}",
                 "train FLOPs": "-" if pd.isna(r.flops) else f"{r.flops:.1e}",
                 "CPU-min": f"{r.cpu:.1f}",
             }
