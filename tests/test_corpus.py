@@ -83,6 +83,16 @@ def test_streams_a_corpus_much_larger_than_a_shard(tmp_path):
         ),
         ("bad.parquet", b"not parquet", "not a readable Parquet file"),
         ("corpus.csv", b"text\nx\n", "unknown corpus format"),
+        (
+            "utf16.txt",
+            "one doc\ntwo docs\n".encode("utf-16"),
+            "not UTF-8 text .a UTF-16 byte-order mark",
+        ),
+        (
+            "utf16.jsonl.gz",
+            gzip.compress('{"text": "a"}\n'.encode("utf-16-be")),
+            "not UTF-8 text .NUL bytes",
+        ),
     ],
 )
 def test_bad_corpus_gets_a_clear_error_and_no_output(tmp_path, name, content, message):

@@ -102,6 +102,8 @@ def iter_texts(
         else:
             opener = gzip.open if fmt.endswith(".gz") else open
             with opener(path, "rb") as f:
+                _check_utf8(path, f.read(4096))
+                f.seek(0)
                 for lineno, line in enumerate(_raw_lines(f, LINE_CAP), 1):
                     if isinstance(line, bytes):
                         try:
@@ -124,6 +126,18 @@ def iter_texts(
         raise TLMInputError(
             f"{path}: not a readable Parquet file ({e}). Fix: rewrite or remove the file."
         ) from None
+
+
+def _check_utf8(path: Path, head: bytes) -> None:
+    """A text or JSON-lines file must be UTF-8: a UTF-16 or UTF-32 file (a byte-order mark, or NUL
+    bytes, which UTF-8 text does not hold) would otherwise pass line by line as text with NULs."""
+    bom = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if bom or b"\x00" in head:
+        raise TLMInputError(
+            f"{path}: not UTF-8 text ({'a UTF-16 byte-order mark' if bom else 'NUL bytes'} in its "
+            "first 4 KiB: UTF-16 or UTF-32 text, or a binary file). Fix: convert it to UTF-8, e.g. "
+            f"`iconv -f UTF-16 -t UTF-8 {path.name} > utf8-{path.name}`, or remove it from `corpus.paths`."
+        )
 
 
 def _parquet_texts(path: Path, text_field: str, batch_size: int) -> Iterator[str]:
