@@ -1,5 +1,7 @@
 """Task loading and validation, batching, and BERT's MLM masking proportions."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,6 +68,31 @@ def test_integer_labels_stored_as_floats_match_train(tmp_path):
     splits, labels, report = load_task(write_task(tmp_path, train, dev=dev))
     assert labels == ["1", "2"] and splits["dev"]["label"].tolist() == ["1", "2"]
     assert report["dev"]["empty_label_dropped"] == 1
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_json_lines_labels_of_mixed_types_are_one_label_each(tmp_path):
+    """JSON lines may write a label as 1, 1.0 or "1" (a column of mixed types): one label."""
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"text": f"t{i}", "label": v} for i, v in enumerate([1, 1.0, "1", 2, 2.0, "neg"])],
+    )
+    _, labels, _ = load_task({"train": train, "dev": train, "test": train})
+    assert labels == ["1", "2", "neg"]
+
+
+def test_a_list_in_a_cell_is_refused_with_the_row(tmp_path):
+    """Several labels per row (multi-label data) is not one label: refused, naming file and row."""
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": ["x", "y"]}]
+    )
+    with pytest.raises(TLMInputError, match=r"column 'label' holds a list in row 2") as err:
+        load_task({"train": train, "dev": train, "test": train})
+    assert "train.jsonl" in str(err.value) and "Fix:" in str(err.value)
 
 
 def test_a_latin1_csv_is_named_with_the_fix(tmp_path):

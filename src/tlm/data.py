@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -175,12 +176,25 @@ def _first_bad_utf8(path: Path) -> str:
     return "an invalid byte"
 
 
-def _as_text(column: pd.Series) -> pd.Series:
+def _as_text(column: pd.Series, path, name: str) -> pd.Series:
     """A column as stripped strings, missing values as "". Whole floats are written as integers: a
-    split with a missing label stores its integer labels as floats (1.0), which must match 1."""
+    split with a missing label stores its integer labels as floats (1.0), which must match 1 (also
+    in a column of mixed types, as JSON lines give). A list or mapping in a cell is refused."""
     whole = column.dropna()
     if pd.api.types.is_float_dtype(column) and ((whole % 1 == 0) & (whole.abs() < 2**53)).all():
         column = column.astype("Int64")
+    elif column.dtype == object:
+        nested = whole[whole.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))]
+        if len(nested):
+            raise TLMInputError(
+                f"{path}: column '{name}' holds a {type(nested.iloc[0]).__name__} in row "
+                f"{nested.index[0] + 1} ({str(nested.iloc[0])[:60]}), not one value. Fix: give one "
+                "text and one label per row (tlm trains single-label classification: for several "
+                "labels per row, repeat the row once per label or join them into one label name)."
+            )
+        column = column.map(
+            lambda v: int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
+        )
     return column.astype(object).where(column.notna(), "").astype(str).str.strip()
 
 
@@ -196,7 +210,10 @@ def load_task(
     for split in SPLITS:
         df = read_table(paths[split], [text_column, label_column])
         df = pd.DataFrame(
-            {c: _as_text(df[col]) for c, col in (("text", text_column), ("label", label_column))}
+            {
+                c: _as_text(df[col], paths[split], col)
+                for c, col in (("text", text_column), ("label", label_column))
+            }
         )
         keep = (df["text"] != "") & (df["label"] != "")
         report[split] = {
