@@ -22,7 +22,14 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHO
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
 from tlm.cache import patch_snakemake_cache
-from tlm.config import ConfigError, read_config_file, resolve_top_k, validate_config
+from tlm.config import (
+    ConfigError,
+    check_task_files,
+    predict_files,
+    read_config_file,
+    resolve_top_k,
+    validate_config,
+)
 from tlm.io import TLMInputError
 
 # The embedded demo runs with a bare `snakemake`; `--configfile my.yaml` runs exactly my.yaml (the
@@ -65,6 +72,7 @@ try:
         schema_path=Path(workflow.basedir) / "config" / "schema.yaml",
     )
     resolve_top_k(config)  # a task without top_k: K from its number of training rows
+    check_task_files(config)
 except (ConfigError, TLMInputError) as e:
     raise WorkflowError(str(e))
 

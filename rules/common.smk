@@ -272,8 +272,7 @@ def model_keys():
 
 
 def predict_paths(task):
-    paths = config["tasks"][task].get("predict") or []
-    return [paths] if isinstance(paths, str) else paths
+    return predict_files(config["tasks"][task])
 
 
 def model_info(wildcards):

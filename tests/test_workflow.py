@@ -184,6 +184,28 @@ def test_wrong_config_type_is_reported_with_file_and_key(tmp_path):
     assert "Traceback" not in out
 
 
+def test_a_missing_split_or_a_file_to_predict_without_text_stops_the_workflow_at_start(tmp_path):
+    """Checked when the workflow starts (with top_k set nothing else reads the splits then), not
+    by the job that first reads them: a file to predict is read only after every training."""
+    cfg = tiny_config(tmp_path)
+    cfg["tasks"]["demo"] |= {"top_k": 5, "dev": str(tmp_path / "task" / "nope.parquet")}
+    write_config(tmp_path, cfg)
+    proc = smk(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out and "MissingInput" not in out
+    assert "task/nope.parquet: file not found. Fix: correct the path" in out
+    pd.DataFrame({"sentence": ["a new text"]}).to_csv(tmp_path / "new.csv", index=False)
+    cfg["tasks"]["demo"] |= {
+        "dev": cfg["tasks"]["demo"]["test"],
+        "predict": str(tmp_path / "new.csv"),
+    }
+    write_config(tmp_path, cfg)
+    proc = smk(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "new.csv: missing column(s) ['text'] (found ['sentence'])" in out
+
+
 def test_unknown_test_label_fails_with_a_clear_message(tmp_path):
     tiny_config(tmp_path)
     test = pd.read_parquet(tmp_path / "task" / "test.parquet")

@@ -332,6 +332,28 @@ def resolve_top_k(config: dict) -> dict:
     return config
 
 
+def predict_files(spec: dict) -> list[str]:
+    """A task's files of texts to predict (`predict`: one path or a list)."""
+    paths = spec.get("predict") or []
+    return [paths] if isinstance(paths, str) else paths
+
+
+def check_task_files(config: dict) -> None:
+    """Every local task file, checked when the workflow starts rather than by the job that first
+    reads it (after hours of training, for a file to predict): the splits exist, are not empty and
+    have a known format; the files to predict also have the task's text column."""
+    from tlm.data import read_column_chunks, table_format
+    from tlm.storage import is_url
+
+    for spec in config["tasks"].values():
+        for path in (spec["train"], spec["dev"], spec["test"]):
+            if not is_url(path):
+                table_format(Path(path))
+        for path in predict_files(spec):
+            if not is_url(path):
+                next(read_column_chunks(path, spec["text_column"], rows=100), None)
+
+
 def run_settings(config: dict, run: str, seed: int, task: str | None = None) -> dict:
     """Everything one TLM (or plm) run's training depends on: the global model/stage/trainer
     settings, then the task's overrides (the paper tunes rho1, rho2 and steps per task), then the
