@@ -178,20 +178,22 @@ def test_malformed_lines_are_skipped_and_counted_by_cause(tmp_path):
     lines[10] = '{"text": "cut off'  # bad JSON
     lines[20] = '["a", "list"]'
     lines[30] = '{"body": "no text field"}'
-    lines[40] = '{"text": null}'
+    lines[40] = '{"text": 42}'
+    lines[41] = '{"text": null}'  # an empty document, as a null in Parquet
     (tmp_path / "c.jsonl").write_bytes(
         ("\n".join(lines[:50]) + "\n").encode()
         + b'{"text": "\xff"}\n'
         + ("\n".join(lines[50:]) + "\n").encode()
     )
     counts = shard_corpus([str(tmp_path / "c.jsonl")], tmp_path / "out", 1000)
-    assert counts.documents == 1996 and counts.records == 2001
+    assert counts.documents == 1995 and counts.records == 2001
     assert {k: v for k, v in counts.skipped.items() if v} == {
         "bad_json": 1,
         "not_an_object": 1,
         "missing_field": 1,
         "not_text": 1,
         "bad_utf8": 1,
+        "empty": 1,
     }
     assert read_json(tmp_path / "out" / "manifest.json")["skipped"]["missing_field"] == 1
 

@@ -93,6 +93,8 @@ def record_text(line: bytes, fmt: str, text_field: str) -> str:
         raise BadRecord("not_an_object", type(record).__name__)
     if text_field not in record:
         raise BadRecord("missing_field", f"fields: {sorted(record)[:20]}")
+    if record[text_field] is None:  # a null text is an empty document, as in Parquet
+        return ""
     if not isinstance(record[text_field], str):
         raise BadRecord("not_text", type(record[text_field]).__name__)
     return record[text_field]
