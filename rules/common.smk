@@ -49,6 +49,11 @@ def corpus_files():
     files, seen = {}, {}
     for pattern in config["corpus"]["paths"]:
         matches = storage_files(pattern) if is_url(pattern) else local_files(pattern)
+        if not matches and os.path.isdir(pattern):
+            raise WorkflowError(
+                f"corpus.paths: {pattern!r} is a folder. Fix: give its files as a glob, "
+                f"e.g. '{os.path.join(pattern, '*.jsonl')}'."
+            )
         if not matches:
             raise WorkflowError(
                 f"corpus.paths: {pattern!r} matches no file. Fix: point `corpus.paths` at your corpus "

@@ -226,6 +226,12 @@ def test_missing_corpus_is_named(tmp_path):
     write_config(tmp_path, cfg)
     proc = smk(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "'nowhere/*.jsonl' matches no file" in proc.stdout + proc.stderr
+    cfg["corpus"]["paths"] = ["corpus"]  # a folder: its files are a glob
+    write_config(tmp_path, cfg)
+    proc = smk(tmp_path, "-n", check=False)
+    assert (
+        "'corpus' is a folder. Fix: give its files as a glob, e.g. 'corpus/*.jsonl'" in proc.stdout
+    )
     cfg["corpus"]["paths"] = [
         "corpus/*.parquet",
         "corpus/a.parquet",
