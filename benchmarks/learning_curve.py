@@ -5,7 +5,8 @@ Each task's training split is cut to |T| = 100, 300, 1,000 rows and kept whole (
 stratified sample (every label at least once, so dev and test labels stay known; the smaller
 samples inside the larger), dev and test unchanged. Every (task, size) becomes a task of one
 workflow run in its own directory (results/bench/learning_curve/), which trains the runs of a runs
-file (default: tlm, task_only, random, tfidf) for every seed:
+file (a mapping of runs, or a workflow config whose `runs:` are taken, as config/plm_tlm.yaml;
+default: tlm, task_only, random) and `tfidf`, the reference, for every seed:
 
     python benchmarks/learning_curve.py [--sizes 100 300 1000 full] [--seeds 0 1 2]
         [--tasks debian_sections fortunes pydoc] [--runs FILE.yaml] [--top-k K] [--cores 2] [--dry-run]
@@ -38,7 +39,6 @@ DEFAULT_RUNS = {
     "tlm": {"external": "bm25"},
     "task_only": {"external": "none"},
     "random": {"external": "random"},
-    "tfidf": {"kind": "tfidf"},
 }
 
 
@@ -158,7 +158,7 @@ def main() -> None:
         "--runs",
         type=Path,
         default=None,
-        help="a YAML file of runs (default: tlm, task_only, random, tfidf)",
+        help="a YAML file of runs, or a config whose `runs:` are taken (default: tlm, task_only, random)",
     )
     ap.add_argument(
         "--top-k", type=int, default=None, help="K retrieved per example (default: the schema's)"
@@ -169,6 +169,7 @@ def main() -> None:
     tasks = yaml.safe_load((ROOT / "config" / "tasks.yaml").read_text())["tasks"]
     tasks = {t: tasks[t] for t in args.tasks or tasks}
     runs = yaml.safe_load(args.runs.read_text()) if args.runs else DEFAULT_RUNS
+    runs = runs.get("runs", runs) | {"tfidf": {"kind": "tfidf"}}
     config = build(tasks, args.sizes, runs, args.seeds, args.top_k)
     cmd = snakemake_cmd(args.cores)
     cmd += [

