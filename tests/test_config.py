@@ -33,6 +33,16 @@ def test_wrong_types_and_unknown_keys_are_named():
     assert "tasks.debian_sections.top_k" in msg and "'modle'" in msg and "Fix:" in msg
 
 
+def test_a_number_yaml_read_as_text_gets_what_to_write():
+    """YAML 1.1 reads 1e-4 (no dot before the exponent) as a string."""
+    cfg = demo()
+    cfg["stage1"] |= yaml.safe_load("learning_rate: 1e-4\nmax_steps: 3e3")
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    assert "got '1e-4' (str) (YAML reads 1e-4 as text: write 1.0e-4)" in str(err.value)
+    assert "got '3e3' (str) (YAML reads 3e3 as text: write 3000)" in str(err.value)
+
+
 def test_run_settings_apply_overrides():
     cfg = demo()
     cfg["runs"]["big_rho"] = {"external": "bm25", "stage1": {"rho1": 9}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -47,7 +48,10 @@ def _describe(error) -> str:
     if error.validator == "uniqueItems":
         return f"`{where}`: {error.instance!r} repeats a value. Fix: list each value once"
     if error.validator == "type":
-        return f"`{where}` must be of type {error.validator_value}, got {error.instance!r} ({type(error.instance).__name__})"
+        got = f"{error.instance!r} ({type(error.instance).__name__})"
+        return (
+            f"`{where}` must be of type {error.validator_value}, got {got}{_exponent_hint(error)}"
+        )
     if error.validator == "additionalProperties":
         return f"`{where}`: {error.message} (a typo? the allowed keys are in config/schema.yaml)"
     if error.validator == "required":
@@ -55,6 +59,17 @@ def _describe(error) -> str:
     if error.validator == "enum":
         return f"`{where}` must be one of {error.validator_value}, got {error.instance!r}"
     return f"`{where}`: {error.message}"
+
+
+def _exponent_hint(error) -> str:
+    """YAML reads 1e-4 (no dot before the exponent) as text: what to write instead."""
+    text = error.instance
+    if not (isinstance(text, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text)):
+        return ""
+    if "integer" in str(error.validator_value) and float(text).is_integer():
+        return f" (YAML reads {text} as text: write {int(float(text))})"
+    mantissa, exponent = re.split("[eE]", text)
+    return f" (YAML reads {text} as text: write {float(mantissa)}e{exponent})"
 
 
 class _StrictLoader(yaml.SafeLoader):
