@@ -242,17 +242,18 @@ def test_task_hygiene_counts_drops_repeats_long_texts_and_leakage(tmp_path):
     long = " ".join(["word"] * 600)
     train = pd.DataFrame(
         {
-            "text": ["a b", "a b", "c d", "  ", None, long, "e f"],
-            "label": ["x", "x", "y", "x", "y", "y", None],
+            "text": ["a b", "a b", "c d", "  ", None, long, "e f", "NA"],
+            "label": ["x", "x", "y", "x", "y", "y", None, "x"],
         }
     )
     test = pd.DataFrame({"text": ["a b", "g h", "i j"], "label": ["x", "y", "x"]})
     _, _, report = load_task(write_task(tmp_path, train, dev=test.iloc[1:], test=test))
     assert report["train"] | {} == {
-        "rows": 7,
+        "rows": 8,
         "empty_text_dropped": 2,
         "empty_label_dropped": 1,
-        "kept": 4,
+        "kept": 5,
+        "missing_markers": 1,
         "repeated_texts": 1,
         "words_median": 2.0,
         "words_p90": report["train"]["words_p90"],
@@ -265,8 +266,9 @@ def test_task_hygiene_counts_drops_repeats_long_texts_and_leakage(tmp_path):
         "t: LEAKAGE: 1 test and 0 dev texts also in train, 2 test texts also in dev"
     )
     assert any(
-        "train: 7 rows, 2 dropped for an empty text, 1 dropped for an empty label, 1 repeated texts, 1 texts of more "
-        "than 512 words" in n
+        "train: 8 rows, 2 dropped for an empty text, 1 dropped for an empty label, 1 repeated texts, 1 texts or "
+        "labels that read NA, NaN, null or None, kept as those words (Fix: leave a missing value's cell empty, "
+        "or drop the row), 1 texts of more than 512 words" in n
         for n in notes
     )
 

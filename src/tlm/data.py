@@ -176,6 +176,11 @@ def _first_bad_utf8(path: Path) -> str:
     return "an invalid byte"
 
 
+# What a spreadsheet or R writes for a missing value: a cell reading so is kept as text (NA can be
+# a real label), and counted in the hygiene report.
+MISSING_MARKERS = ("na", "n/a", "nan", "null", "none")
+
+
 def _as_text(column: pd.Series, path, name: str) -> pd.Series:
     """A column as stripped strings, missing values as "". Whole floats are written as integers: a
     split with a missing label stores its integer labels as floats (1.0), which must match 1 (also
@@ -229,6 +234,12 @@ def load_task(
         words = df["text"].str.count(r"\s+") + 1
         report[split] |= {
             "kept": len(df),
+            "missing_markers": int(
+                (
+                    df["text"].str.lower().isin(MISSING_MARKERS)
+                    | df["label"].str.lower().isin(MISSING_MARKERS)
+                ).sum()
+            ),
             "repeated_texts": int(df["text"].duplicated().sum()),
             "words_median": float(words.median()),
             "words_p90": float(words.quantile(0.9)),
@@ -279,6 +290,11 @@ def hygiene_notes(task: str, report: dict) -> list[str]:
             )
             if r[k]
         ]
+        if r.get("missing_markers"):
+            parts.append(
+                f"{r['missing_markers']} texts or labels that read NA, NaN, null or None, kept as those words "
+                "(Fix: leave a missing value's cell empty, or drop the row)"
+            )
         if r["very_long"]:
             parts.append(
                 f"{r['very_long']} texts of more than {LONG_WORDS} words (90% have at most {r['words_p90']:.0f}; "
