@@ -34,13 +34,16 @@ def test_wrong_types_and_unknown_keys_are_named():
 
 
 def test_a_number_yaml_read_as_text_gets_what_to_write():
-    """YAML 1.1 reads 1e-4 (no dot before the exponent) as a string."""
+    """YAML 1.1 reads 1e-4 (no dot) and 1.5e4 (no sign in the exponent) as strings."""
     cfg = demo()
     cfg["stage1"] |= yaml.safe_load("learning_rate: 1e-4\nmax_steps: 3e3")
+    cfg["stage2"] |= yaml.safe_load("learning_rate: 1.5e4")
     with pytest.raises(ConfigError) as err:
         validate_config(cfg, source="my.yaml")
     assert "got '1e-4' (str) (YAML reads 1e-4 as text: write 1.0e-4)" in str(err.value)
     assert "got '3e3' (str) (YAML reads 3e3 as text: write 3000)" in str(err.value)
+    assert "got '1.5e4' (str) (YAML reads 1.5e4 as text: write 1.5e+4)" in str(err.value)
+    assert yaml.safe_load("a: 1.0e-4\nb: 1.5e+4") == {"a": 1.0e-4, "b": 1.5e4}  # what it says works
 
 
 def test_run_settings_apply_overrides():

@@ -62,14 +62,15 @@ def _describe(error) -> str:
 
 
 def _exponent_hint(error) -> str:
-    """YAML reads 1e-4 (no dot before the exponent) as text: what to write instead."""
+    """YAML reads 1e-4 or 1.0e4 (a number needs a dot and a signed exponent) as text: what to
+    write instead."""
     text = error.instance
     if not (isinstance(text, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text)):
         return ""
     if "integer" in str(error.validator_value) and float(text).is_integer():
         return f" (YAML reads {text} as text: write {int(float(text))})"
     mantissa, exponent = re.split("[eE]", text)
-    return f" (YAML reads {text} as text: write {float(mantissa)}e{exponent})"
+    return f" (YAML reads {text} as text: write {float(mantissa)}e{int(exponent):+d})"
 
 
 class _StrictLoader(yaml.SafeLoader):
